@@ -1,0 +1,106 @@
+"""Regenerate the key tables of docs/configuration.md from the pydantic fields of the config.
+
+    python scripts/gen_config_doc.py           # rewrite the tables in place
+    python scripts/gen_config_doc.py --check   # exit 1 if the committed tables are stale
+
+Only the text between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: NAME -->``
+is replaced; the rest of the page is written by hand. ``tests/unit/test_config.py`` runs the
+check, so a changed field or description must be followed by running this script.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import typing
+from pathlib import Path
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from watchkeeper.config import ModelConfig, ServerConfig
+
+__all__ = ["DOC_PATH", "SECTIONS", "main", "render_doc", "render_table"]
+
+DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+SECTIONS: dict[str, type[BaseModel]] = {"server": ServerConfig, "model": ModelConfig}
+
+_BOUNDS = (
+    (annotated_types.Gt, "gt", ">"),
+    (annotated_types.Ge, "ge", ">="),
+    (annotated_types.Lt, "lt", "<"),
+    (annotated_types.Le, "le", "<="),
+)
+
+
+def _type_name(field: FieldInfo) -> str:
+    annotation = field.annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
+    names = {int: "integer", float: "number", str: "string", Path: "path"}
+    return names.get(annotation, str(annotation))  # type: ignore[arg-type]
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()  # type: ignore[call-arg]
+    elif field.default is PydanticUndefined:
+        return "required"
+    else:
+        value = field.default
+    text = str(value)
+    home = str(Path.home())
+    if isinstance(value, Path) and text.startswith(home + "/"):
+        text = "~" + text[len(home) :]
+    return f"`{text}`"
+
+
+def _bounds(field: FieldInfo) -> str:
+    found = []
+    for kind, attr, op in _BOUNDS:
+        for item in field.metadata:
+            if isinstance(item, kind):
+                found.append(f"{op} {getattr(item, attr)}")
+    return ", ".join(found) or "—"
+
+
+def render_table(model: type[BaseModel]) -> str:
+    """A markdown table of the model's fields: key, type, default, bounds, meaning."""
+    lines = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        cells = [f"`{name}`", _type_name(field), _default(field), _bounds(field)]
+        lines.append("| " + " | ".join([*cells, field.description or ""]) + " |")
+    return "\n".join(lines)
+
+
+def render_doc(text: str) -> str:
+    """``text`` with every generated block replaced by the current table."""
+    for section, model in SECTIONS.items():
+        pattern = re.compile(
+            rf"(<!-- BEGIN GENERATED: {section} -->\n).*?(<!-- END GENERATED: {section} -->)",
+            re.DOTALL,
+        )
+        if not pattern.search(text):
+            raise SystemExit(f"{DOC_PATH}: no generated block for {section!r}")
+        # a re.sub template: the backslashes of the table (`\|`) are doubled
+        block = r"\g<1>" + render_table(model).replace("\\", "\\\\") + r"\n\g<2>"
+        text = pattern.sub(block, text)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    current = DOC_PATH.read_text(encoding="utf-8")
+    fresh = render_doc(current)
+    if "--check" in argv:
+        if fresh != current:
+            print(f"{DOC_PATH} is stale: run python scripts/gen_config_doc.py", file=sys.stderr)
+            return 1
+        return 0
+    DOC_PATH.write_text(fresh, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,18 @@
+"""watchkeeper: a model server that stays up.
+
+The public API is the model contract (see ``watchkeeper.contract``)::
+
+    import watchkeeper as wk
+
+    class MyModel(wk.Model):
+        class Inputs(wk.Inputs): ...
+        class Params(wk.Params): ...
+        def setup(self, device): ...
+        def predict(self, inputs, params): ...
+"""
+
+from watchkeeper.contract import Blob, Example, ImageInput, Inputs, Model, NoParams, Params
+
+__all__ = ["Blob", "Example", "ImageInput", "Inputs", "Model", "NoParams", "Params", "__version__"]
+
+__version__ = "0.1.0"

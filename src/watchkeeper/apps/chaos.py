@@ -1,0 +1,149 @@
+"""Chaos models: test doubles for the test suite and for operators' drills.
+
+Not served unless configured (they are not in ``BUILTIN_APPS``); point a model at
+``watchkeeper.apps.chaos:Chaos`` in a configuration file to drill an instance. Runs in worker
+processes, and the faults are real: ``hang`` and ``spin`` never return, ``crash`` ends the
+process with exit code 13, ``segfault`` dies of SIGSEGV, ``alloc`` leaks resident memory (and
+raises a real MemoryError under a memory limit). Never call those actions in the test process.
+
+- :class:`Chaos` does what its ``action`` input says; ``WK_CHAOS_SETUP_DELAY_S`` (seconds)
+  makes its ``setup`` slow, for tests of start-up states.
+- :class:`FailingSetup` raises in ``setup``: the worker never becomes ready.
+- :class:`FailingProbe` is Chaos whose deep-health check fails while the file named by
+  ``WK_CHAOS_PROBE_FAIL_FILE`` exists (warm-up still passes), so a test can break and heal it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from typing import Any, Literal, NoReturn
+
+import numpy as np
+from pydantic import Field
+
+from watchkeeper import contract
+from watchkeeper.contract import Example
+
+__all__ = ["Chaos", "FailingSetup", "FailingProbe", "CRASH_EXIT_CODE"]
+
+#: Exit code of the worker process after the ``crash`` action.
+CRASH_EXIT_CODE = 13
+SETUP_DELAY_ENV = "WK_CHAOS_SETUP_DELAY_S"
+PROBE_FAIL_FILE_ENV = "WK_CHAOS_PROBE_FAIL_FILE"
+
+Action = Literal["ok", "sleep", "hang", "spin", "crash", "segfault", "raise", "alloc"]
+
+
+class Chaos(contract.Model):
+    """A model that answers, sleeps, hangs, spins, crashes, segfaults, raises or leaks on request."""
+
+    class Inputs(contract.Inputs):
+        action: Action = Field("ok", description="What to do; see the module docstring.")
+        seconds: float = Field(1.0, ge=0, le=3600, description="How long `sleep` sleeps.")
+        mb: int = Field(100, ge=0, le=65536, description="MiB that `alloc` allocates and keeps.")
+        tag: str = Field("", max_length=200, description="Free text, to make inputs distinct.")
+        echo: Any = Field(None, description="Returned as is in the outputs.")
+
+    class Params(contract.Params):
+        scale: int = Field(1, ge=1, le=10, description="Unused; a bounded parameter for tests.")
+
+    max_batch_size = 8
+
+    def __init__(self) -> None:
+        self._leaked: list[np.ndarray] = []  # what `alloc` keeps, on purpose
+
+    def setup(self, device: str) -> None:
+        delay = _env_seconds(SETUP_DELAY_ENV)
+        if delay:
+            time.sleep(delay)
+
+    def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
+        action = inputs.action
+        if action == "sleep":
+            time.sleep(inputs.seconds)
+        elif action == "hang":
+            _hang()
+        elif action == "spin":
+            _spin()
+        elif action == "crash":
+            os._exit(CRASH_EXIT_CODE)
+        elif action == "segfault":
+            _segfault()
+        elif action == "raise":
+            raise RuntimeError("chaos: raised on request")
+        elif action == "alloc":
+            return {"ok": True, "allocated_mb": self._leak(inputs.mb)}
+        return {"ok": True, "echo": inputs.echo, "pid": os.getpid()}
+
+    def probe(self) -> Example:
+        return Example({"action": "ok"}, check=lambda out: out["ok"] is True)
+
+    def _leak(self, mb: int) -> int:
+        """Allocate ``mb`` MiB, write every page (so it is resident) and keep it; total MiB."""
+        if mb:
+            self._leaked.append(np.ones(mb * 2**20, dtype=np.uint8))
+        return sum(block.nbytes for block in self._leaked) // 2**20
+
+
+class FailingSetup(contract.Model):
+    """A model whose ``setup`` always raises; ``predict`` is never reached."""
+
+    Inputs = Chaos.Inputs
+
+    def setup(self, device: str) -> None:
+        raise RuntimeError("chaos: setup fails on purpose")
+
+    def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
+        raise RuntimeError("chaos: FailingSetup.predict called although setup failed")
+
+
+class FailingProbe(Chaos):
+    """Chaos whose probe check fails while the file named by WK_CHAOS_PROBE_FAIL_FILE exists."""
+
+    def warmup(self) -> Example:
+        return Example({"action": "ok"}, check=lambda out: out["ok"] is True)
+
+    def probe(self) -> Example:
+        return Example({"action": "ok"}, check=lambda out: out["ok"] is True and _probe_healthy())
+
+
+def _probe_healthy() -> bool:
+    """False while the file named by WK_CHAOS_PROBE_FAIL_FILE exists (read at each check)."""
+    path = os.environ.get(PROBE_FAIL_FILE_ENV, "")
+    return not (path and os.path.exists(path))
+
+
+def _env_seconds(name: str) -> float:
+    """A non-negative number of seconds from the environment; 0 when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not seconds >= 0:  # also refuses NaN
+        raise ValueError(f"{name}={raw!r} must be >= 0")
+    return seconds
+
+
+def _hang() -> NoReturn:
+    """Sleep forever (the GIL is released: other threads run, the request never ends)."""
+    while True:
+        time.sleep(3600)
+
+
+def _spin() -> NoReturn:
+    """Busy-loop in pure Python forever, holding the GIL between switch intervals."""
+    n = 0
+    while True:
+        n += 1
+
+
+def _segfault() -> None:
+    """Die of a real SIGSEGV: read address 0; fall back to sending the signal to ourselves."""
+    ctypes.string_at(0)
+    os.kill(os.getpid(), signal.SIGSEGV)

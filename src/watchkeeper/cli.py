@@ -1,0 +1,118 @@
+"""The ``watchkeeper`` command: ``serve`` (the front process) and ``check`` (a health probe).
+
+``watchkeeper serve`` is the front process's entry point: it loads the configuration,
+configures logging (JSON lines on stderr) and runs uvicorn with the HTTP app, whose
+lifespan starts and stops the workers. SIGTERM or Ctrl-C: uvicorn stops accepting
+connections and waits up to ``server.grace_period_s`` for requests in flight, then the
+runtime fails what is left with 503 and stops every worker.
+
+``watchkeeper check [URL] [--deep]`` asks a running server and exits 0 when healthy,
+1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from watchkeeper.errors import ConfigError
+
+__all__ = ["main"]
+
+EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_UNREACHABLE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="watchkeeper", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve the configured models (no config: built-in apps)")
+    serve.add_argument("--config", help="TOML file (default: $WK_CONFIG, else the built-in apps)")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.set_defaults(run=_serve)
+
+    check = commands.add_parser("check", help="exit 0 if a server is healthy, 1 if not, 2 if unreachable")
+    check.add_argument("url", nargs="?", default="http://127.0.0.1:8000", help="server base URL")
+    check.add_argument("--deep", action="store_true",
+                       help="read /health (models, probes, resources) instead of /readyz")
+    check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    check.set_defaults(run=_check)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from watchkeeper.config import load_config, resolve_config_path
+    from watchkeeper.http import create_app
+    from watchkeeper.logs import configure_logging
+    from watchkeeper.runtime import Runtime
+
+    try:
+        config = load_config(resolve_config_path(args.config))
+    except ConfigError as exc:
+        print(f"watchkeeper: configuration refused:\n{exc.message}", file=sys.stderr)
+        return 2
+    server = config.server.model_copy(
+        update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    )
+    config = config.model_copy(update={"server": server})
+    configure_logging(server.log_level, process="front")
+    uvicorn.run(
+        create_app(Runtime(config)),
+        host=server.host,
+        port=server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=server.grace_period_s,
+    )
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    base = args.url.rstrip("/")
+    path = "/health" if args.deep else "/readyz"
+    try:
+        response = httpx.get(base + path, timeout=args.timeout)
+    except httpx.HTTPError as exc:
+        print(f"UNREACHABLE {base}: {exc}")
+        return EXIT_UNREACHABLE
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    healthy = response.status_code == 200
+    print(("HEALTHY" if healthy else "UNHEALTHY") + f" {base}{path} {response.status_code}")
+    for line in _summary(body, deep=args.deep):
+        print("  " + line)
+    return EXIT_HEALTHY if healthy else EXIT_UNHEALTHY
+
+
+def _summary(body: dict[str, Any], deep: bool) -> list[str]:
+    if not deep:
+        return [f"{name}: {state}" for name, state in body.get("models", {}).items()]
+    lines = [f"status: {body.get('status')}"]
+    for name, model in body.get("models", {}).items():
+        probe = model.get("probe") or {}
+        probe_text = "no probe yet" if not probe else ("ok" if probe.get("ok") else f"FAILED {probe.get('error')}")
+        reason = f" ({model['reason']})" if model.get("reason") else ""
+        lines.append(f"{name}: {model.get('state')}{reason}; probe {probe_text}; "
+                     f"queue {model.get('queue_depth')}")
+    lines.extend(f"resources: {r}" for r in body.get("resources", {}).get("reasons", []))
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""How states add up to one health verdict: pure functions, used by the front process.
+
+A model counts as serving when it is ``ready`` or ``degraded`` (some replicas are being
+replaced, at least one is ready). ``/readyz`` needs every model serving; ``/health`` says
+``ok``, ``degraded`` (serving, but something is off) or ``fail`` (answered with 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["SERVING_STATES", "is_ready", "overall_status", "http_status"]
+
+SERVING_STATES = frozenset({"ready", "degraded"})
+
+
+def is_ready(model_states: Mapping[str, str], shutting_down: bool = False) -> bool:
+    """Every model has a ready replica and none is failed or unready."""
+    return not shutting_down and all(s in SERVING_STATES for s in model_states.values())
+
+
+def overall_status(
+    model_states: Mapping[str, str], resource_status: str = "ok", shutting_down: bool = False
+) -> str:
+    """``ok`` | ``degraded`` | ``fail`` from each model's state and the resource status."""
+    if not is_ready(model_states, shutting_down) or resource_status == "critical":
+        return "fail"
+    if any(s != "ready" for s in model_states.values()) or resource_status == "warning":
+        return "degraded"
+    return "ok"
+
+
+def http_status(status: str) -> int:
+    return 503 if status == "fail" else 200

@@ -1,0 +1,155 @@
+"""Reading a predict request: JSON or multipart, size-limited, into inputs and params.
+
+Front process only. Files stay raw bytes (the worker decodes them); JSON strings stay
+strings (base64 images are decoded by the worker too), so the front does no model work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+
+from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
+
+__all__ = ["PredictBody", "read_body", "parse_predict", "parse_timeout"]
+
+_TOP_LEVEL_KEYS = ("inputs", "params")
+
+
+@dataclass(frozen=True, slots=True)
+class PredictBody:
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(size, limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"the body is {size:,} bytes or more; the limit is {limit:,} bytes (server.max_body_mb)"
+    )
+
+
+async def parse_predict(request: Request, body: bytes) -> PredictBody:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type in ("application/json", ""):
+        return parse_json(body)
+    if content_type == "multipart/form-data":
+        return await parse_multipart(request, body)
+    raise BadInput(
+        f"content type '{content_type}' is not accepted (allowed: application/json, "
+        "multipart/form-data)"
+    )
+
+
+def parse_json(body: bytes) -> PredictBody:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"the body must be a JSON object, not {_json_type(data)}")
+    unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown top-level field(s) {', '.join(unknown)} (allowed: inputs, params)",
+            details={"errors": [{"field": k, "message": "unknown field"} for k in unknown]},
+        )
+    return PredictBody(_object(data, "inputs", required=True), _object(data, "params"))
+
+
+def _object(data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+    if key not in data:
+        if required:
+            raise InvalidInput(
+                f"'{key}' is missing: send {{\"{key}\": {{...}}}}",
+                details={"errors": [{"field": key, "message": "field required"}]},
+            )
+        return {}
+    value = data[key]
+    if not isinstance(value, dict):
+        raise InvalidInput(
+            f"'{key}' must be a JSON object, not {_json_type(value)}",
+            details={"errors": [{"field": key, "message": "must be an object"}]},
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
+async def parse_multipart(request: Request, body: bytes) -> PredictBody:
+    """Files become inputs (bytes); a ``params`` or ``inputs`` field may carry JSON."""
+    replay = _replay(body)
+    form = await Request(request.scope, receive=replay).form()
+    inputs: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                inputs[key] = await value.read()
+            elif key in _TOP_LEVEL_KEYS:
+                target = inputs if key == "inputs" else params
+                target.update(_object({key: _json_field(key, value)}, key))
+            else:
+                inputs[key] = value
+    finally:
+        await form.close()
+    return PredictBody(inputs, params)
+
+
+def _json_field(key: str, value: str) -> Any:
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"the form field '{key}' is not valid JSON: {exc}") from None
+
+
+def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def parse_timeout(header: str | None, model_timeout_s: float) -> float:
+    """The request's deadline in seconds: the model's ``timeout_s``, lowered by the header."""
+    if header is None:
+        return model_timeout_s
+    try:
+        value = float(header)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise BadInput(
+            f"X-Request-Timeout must be a positive number of seconds (got '{header[:50]}')"
+        )
+    return min(value, model_timeout_s)

@@ -1,0 +1,189 @@
+"""JSON-lines logging to stderr, for both the front process and the worker processes.
+
+Nothing here runs at import: each entry point (the front's ``serve`` command, each spawned
+worker's main) calls :func:`configure_logging` once, with the static fields that tell its
+lines apart, e.g. ``process="front"`` or ``process="worker", model="cartoon", replica=0``.
+Every line on stderr is then one JSON object::
+
+    {"ts": "2024-06-15T14:10:25.123Z", "level": "info", "event": "request.end",
+     "logger": "watchkeeper.front", "process": "front", "model": "cartoon",
+     "request_id": "9f1c...", "status": 200, "duration_s": 3.21}
+
+Keys, in order: ``ts`` (UTC, milliseconds), ``level``, ``event`` (the log message),
+``logger``, the static fields, then the fields the call passed (``extra=`` or
+:func:`log_event` keywords), then ``exc`` (the formatted traceback) when the record carries
+``exc_info``. The four first keys cannot be overridden by fields; a call's fields override
+static fields of the same name. Values JSON cannot hold are written with ``str()``.
+
+Events are short dotted names, so logs can be filtered on ``event`` alone:
+
+- ``server.start``                the front is listening (host, port, models)
+- ``server.stop``                 the front is shutting down (reason)
+- ``request.start``               a request was accepted (request_id, model, method, path)
+- ``request.end``                 a request was answered (request_id, model, status, duration_s)
+- ``request.error``               a request failed (request_id, model, status, error type, message)
+- ``worker.start``                a worker process was spawned (model, replica, pid)
+- ``worker.ready``                a worker loaded and warmed its model (model, replica, pid, seconds)
+- ``worker.exit``                 a worker process ended (model, pid, exit_code, signal)
+- ``worker.killed``               the supervisor killed a worker (model, pid, reason: deadline, ...)
+- ``worker.load_failed``          a worker could not import, set up or warm its model (stage, error)
+- ``model.ready``                 a model has at least one ready replica
+- ``model.failed``                a model stopped being restarted (crash loop, load failure)
+- ``probe.failed``                a canary inference failed or gave a wrong answer (model, error)
+- ``resources.read_failed``       reading memory, disk or GPU figures for /health failed (error)
+- ``resources.recovered``         readings work again after a failure (previous_error)
+- ``resources.nvml_unavailable``  (debug) no GPU readings: NVML could not start (error)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from watchkeeper.errors import ConfigError
+
+__all__ = ["JsonFormatter", "configure_logging", "log_event"]
+
+#: Loggers that log every request or connection at INFO; kept at WARNING.
+NOISY_LOGGERS: tuple[str, ...] = ("uvicorn.access", "httpx", "httpcore")
+
+_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# Attributes every LogRecord has; anything else on a record came in through ``extra=``.
+_STANDARD_ATTRS: frozenset[str] = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
+) | {"message", "asctime", "taskName", "color_message"}  # uvicorn adds color_message
+
+# Fields of log_event whose names clash with LogRecord attributes travel under this key.
+_CLASH_KEY = "_wk_fields"
+_CORE_KEYS = ("ts", "level", "event", "logger")
+_DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object (no trailing newline); see the module docstring."""
+
+    def __init__(self, static: Mapping[str, object] | None = None) -> None:
+        super().__init__()
+        self.static: dict[str, object] = dict(static or {})
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Return the record as a JSON object on one line."""
+        payload: dict[str, object] = dict(self.static)
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and key != _CLASH_KEY:
+                payload[key] = value
+        payload.update(getattr(record, _CLASH_KEY, None) or {})
+        payload.update(
+            ts=_iso_utc(record),
+            level=record.levelname.lower(),
+            event=record.getMessage(),
+            logger=record.name,
+        )
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            payload["exc"] = record.exc_text
+        if record.stack_info:
+            payload["stack"] = self.formatStack(record.stack_info)
+        ordered = {key: payload.pop(key) for key in _CORE_KEYS}
+        ordered.update(payload)
+        return _dumps(ordered)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes each formatted record and a newline to whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            stream = sys.stderr
+            stream.write(line + "\n")
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+def configure_logging(level: str = "info", **static: object) -> None:
+    """Send every log record of this process to stderr as one JSON object per line.
+
+    Call once from an entry point. Calling again replaces the level and static fields of
+    the handler installed the first time instead of adding a second one. Handlers other
+    code installed on the root logger are left alone.
+
+    Raises:
+        ConfigError: ``level`` is not debug, info, warning, error or critical.
+    """
+    numeric = _LEVELS.get(level.strip().lower())
+    if numeric is None:
+        raise ConfigError(
+            f"unknown log level {level!r}",
+            suggestion="Use one of: " + ", ".join(_LEVELS) + ".",
+        )
+    root = logging.getLogger()
+    handler = next((h for h in root.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        root.addHandler(handler)
+    handler.setFormatter(JsonFormatter(static))
+    root.setLevel(numeric)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    level: int = logging.INFO,
+    *,
+    exc_info: bool | BaseException | None = None,
+    **fields: object,
+) -> None:
+    """Log ``event`` with ``fields`` as JSON keys: ``logger.log(level, event, extra=fields)``.
+
+    Does nothing (and builds nothing) when ``level`` is disabled for ``logger``. Fields
+    named like LogRecord attributes (``name``, ``module``, ``process``...) are accepted
+    and written under their own names instead of raising KeyError as ``extra=`` would.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    extra: dict[str, Any] = fields
+    clashing = [key for key in fields if key in _STANDARD_ATTRS]
+    if clashing:
+        extra = dict(fields)
+        extra[_CLASH_KEY] = {key: extra.pop(key) for key in clashing}
+    logger.log(level, event, exc_info=exc_info, extra=extra, stacklevel=2)
+
+
+def _iso_utc(record: logging.LogRecord) -> str:
+    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+def _dumps(payload: dict[str, object]) -> str:
+    try:
+        return orjson.dumps(payload, default=str, option=_DUMPS_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        # e.g. an int over 64 bits, which orjson refuses without calling default: write
+        # each value orjson refuses as text and keep the others.
+        return orjson.dumps({key: _jsonable(value) for key, value in payload.items()}).decode()
+
+
+def _jsonable(value: object) -> object:
+    try:
+        return orjson.Fragment(orjson.dumps(value, default=str, option=_DUMPS_OPTIONS))
+    except (TypeError, orjson.JSONEncodeError):
+        return str(value)

@@ -1,0 +1,155 @@
+"""Typed messages between the front and its worker processes.
+
+Imported by both processes. Every message is a frozen dataclass; ``watchkeeper.wire`` frames
+and pickles them over one socket per worker. The conversation of one worker::
+
+    worker                                   front
+      |-- Ready(schema, timings) ------------->|   or LoadFailed(stage, error), then exit 3/4
+      |<-------------- RunBatch(id, items) ----|
+      |-- BatchDone(id, results, infer_ms) --->|   one ItemResult per item, in order
+      |<-------------- RunProbe(id) -----------|
+      |-- ProbeDone(id, ok, error, ms) ------->|
+      |-- Heartbeat() ------------------------>|   every heartbeat_interval_s while idle
+      |<-------------- Stop() -----------------|   finish, then exit 0
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ExitCode",
+    "WorkerSpec",
+    "ModelSchema",
+    "Item",
+    "RunBatch",
+    "RunProbe",
+    "Stop",
+    "ErrorInfo",
+    "ItemResult",
+    "Ready",
+    "LoadFailed",
+    "Heartbeat",
+    "BatchDone",
+    "ProbeDone",
+    "FrontMessage",
+    "WorkerMessage",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """How a worker ends on purpose; any other code (or a signal) is a crash."""
+
+    OK = 0
+    LOAD_FAILED = 3  # setup() or the warm-up failed: counted against load_retries
+    APP_NOT_FOUND = 4  # the app's import path cannot be imported: retrying cannot help
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What a worker needs to start; passed on its command line as JSON."""
+
+    model: str
+    app: str
+    device: str
+    replica: int
+    heartbeat_interval_s: float
+    log_level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSchema:
+    """JSON schemas of a model's inputs and params, as its worker reports them."""
+
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+    max_batch_size: int
+    has_probe: bool
+
+
+# --- front -> worker ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request inside a batch: raw JSON-decoded inputs (files as bytes) and params."""
+
+    request_id: str
+    inputs: dict[str, Any]
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RunBatch:
+    batch_id: int
+    items: tuple[Item, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunProbe:
+    probe_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Finish the current batch (if any) and exit 0."""
+
+
+# --- worker -> front ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An error a worker reports: ``type`` is a ``watchkeeper.errors`` type string."""
+
+    type: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    request_id: str
+    outputs: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+    device: str
+    schema: ModelSchema
+    timings_ms: dict[str, float]  # import, setup, warmup
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    stage: str  # import | setup | warmup
+    error: str
+    traceback: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class BatchDone:
+    batch_id: int
+    results: tuple[ItemResult, ...]
+    infer_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeDone:
+    probe_id: int
+    ok: bool
+    error: str | None
+    latency_ms: float
+
+
+FrontMessage = RunBatch | RunProbe | Stop
+WorkerMessage = Ready | LoadFailed | Heartbeat | BatchDone | ProbeDone

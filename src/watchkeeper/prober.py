@@ -1,0 +1,134 @@
+"""The deep health check: a real canary inference per model, on a timer.
+
+Runs in the front process as one asyncio task per model. Every ``probe_interval_s`` it
+sends the model's probe through the normal queue to a real worker, which runs the model's
+``probe()`` example and checks its output. The probe is skipped when a real request
+succeeded within the interval (that already proved the model works). Two failures in a row
+mark the model unready and recycle the worker that failed; while failing, it probes every
+``RETRY_INTERVAL_S`` so the model is ready again soon after it recovers.
+
+Health endpoints only read ``last``: they never run inference inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from watchkeeper import metrics
+from watchkeeper.errors import WatchkeeperError
+from watchkeeper.logs import log_event
+from watchkeeper.messages import ProbeDone
+from watchkeeper.scheduler import Kind, Pending, Scheduler
+from watchkeeper.supervisor import Supervisor
+
+__all__ = ["ProbeResult", "Prober", "FAILURES_TO_UNREADY", "RETRY_INTERVAL_S"]
+
+log = logging.getLogger("watchkeeper.prober")
+
+FAILURES_TO_UNREADY = 2
+RETRY_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ok: bool
+    at: float  # wall-clock time (time.time())
+    latency_ms: float | None
+    error: str | None = None
+    skipped: str | None = None  # why no inference ran (a recent real success)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Prober:
+    """Runs one model's probe on a timer and keeps the last result."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        interval_s: float,
+        timeout_s: float,
+        scheduler: Scheduler,
+        supervisor: Supervisor,
+        has_probe: Callable[[], bool],
+    ) -> None:
+        self.model = model
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.scheduler = scheduler
+        self.supervisor = supervisor
+        self.has_probe = has_probe
+        self.failures = 0
+        self.last: ProbeResult | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self.interval_s > 0:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(RETRY_INTERVAL_S if self.failures else self.interval_s)
+            try:
+                await self.probe_once()
+            except Exception:  # a probe bug must not end the probing
+                log.exception("probe loop step failed", extra={"model": self.model})
+
+    async def probe_once(self) -> ProbeResult | None:
+        """Probe now unless there is no point; returns the new result (None: not probed)."""
+        if self.supervisor.ready_count == 0 or not self.has_probe():
+            return None
+        last_success = self.scheduler.last_success_at
+        if not self.failures and last_success and time.monotonic() - last_success < self.interval_s:
+            self.last = ProbeResult(True, time.time(), None, skipped="a real request succeeded")
+            return self.last
+        result, replica_pid = await self._run()
+        self._record(result, replica_pid)
+        return result
+
+    async def _run(self) -> tuple[ProbeResult, int | None]:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = Pending(self.model, f"probe-{int(now * 1000)}", {}, {}, now + self.timeout_s,
+                          loop.create_future(), kind=Kind.PROBE, solo=True)
+        try:
+            self.scheduler.submit(pending)
+            done: ProbeDone = await asyncio.wait_for(pending.future, self.timeout_s)
+        except (WatchkeeperError, TimeoutError) as exc:
+            message = getattr(exc, "message", None) or f"no answer within {self.timeout_s:.1f} s"
+            return ProbeResult(False, time.time(), None, message), pending.replica_pid
+        result = ProbeResult(done.ok, time.time(), round(done.latency_ms, 2), done.error)
+        return result, pending.replica_pid
+
+    def _record(self, result: ProbeResult, replica_pid: int | None) -> None:
+        self.last = result
+        metrics.PROBE_SUCCESS.labels(self.model).set(1 if result.ok else 0)
+        if result.latency_ms is not None:
+            metrics.PROBE_LATENCY_SECONDS.labels(self.model).set(result.latency_ms / 1000)
+        if result.ok:
+            self.failures = 0
+            self.supervisor.unready_reason = None
+            return
+        self.failures += 1
+        log_event(log, "probe.failed", logging.WARNING, model=self.model, error=result.error,
+                  failures=self.failures)
+        if self.failures >= FAILURES_TO_UNREADY:
+            self.supervisor.unready_reason = f"deep probe failed {self.failures} times: {result.error}"
+            self._recycle(replica_pid)
+
+    def _recycle(self, replica_pid: int | None) -> None:
+        for replica in self.supervisor.replicas():
+            if replica.pid == replica_pid:
+                self.supervisor.recycle(replica, "probe")
+                return

@@ -1,0 +1,186 @@
+"""One worker process, seen from the front: start it, talk to it, kill it, see it exit.
+
+Runs in the front process, on its event loop. No policy lives here (when to restart, what to
+do with its requests): that is ``watchkeeper.supervisor``'s and ``watchkeeper.scheduler``'s.
+
+A replica is started with ``subprocess.Popen`` (a fresh interpreter, nothing inherited but
+one end of a socket pair), in a session of its own so a terminal's Ctrl-C reaches only the
+front, which decides when workers stop. The worker asks the kernel to SIGKILL it if the
+front dies, so no worker outlives its front.
+
+Exit is noticed at once through a pidfd registered with the event loop; messages arrive
+through an asyncio stream reader task. Both hand over to the owner's callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
+from watchkeeper.wire import ChannelClosed, encode, read_message
+
+__all__ = ["ReplicaState", "Replica", "describe_exit"]
+
+
+class ReplicaState(enum.Enum):
+    STARTING = "starting"  # spawned, loading and warming up
+    READY = "ready"  # idle, can take a batch
+    BUSY = "busy"  # running a batch or a probe
+    STOPPING = "stopping"  # told to stop, or being killed
+    DEAD = "dead"
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit code 3 (load_failed)`` or ``signal SIGKILL`` from a Popen return code."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    try:
+        return f"exit code {returncode} ({ExitCode(returncode).name.lower()})"
+    except ValueError:
+        return f"exit code {returncode}"
+
+
+class Replica:
+    """A handle on one worker process and its socket."""
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        on_message: Callable[[Replica, Any], None],
+        on_exit: Callable[[Replica, int], None],
+    ) -> None:
+        self.spec = spec
+        self.index = spec.replica
+        self.state = ReplicaState.STARTING
+        self.pid: int | None = None
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.last_seen = self.started_at
+        self.schema: ModelSchema | None = None
+        self.timings_ms: dict[str, float] = {}
+        self.kill_reason: str | None = None
+        self.returncode: int | None = None
+        self._on_message = on_message
+        self._on_exit = on_exit
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pidfd: int | None = None
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn the worker and start listening to it (returns once the process exists)."""
+        ours, theirs = socket.socketpair()
+        try:
+            self._proc = subprocess.Popen(
+                self._command(theirs.fileno()),
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.pid = self._proc.pid
+        reader, self._writer = await asyncio.open_connection(sock=ours)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+        self._watch_exit()
+
+    def _command(self, fd: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "watchkeeper.worker",
+            "--fd",
+            str(fd),
+            "--parent-pid",
+            str(os.getpid()),
+            "--spec",
+            json.dumps(asdict(self.spec)),
+        ]
+
+    def _watch_exit(self) -> None:
+        """Call ``_exited`` as soon as the process ends (pidfd), or poll where there is none."""
+        assert self.pid is not None
+        loop = asyncio.get_running_loop()
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            loop.create_task(self._poll_exit())
+            return
+        loop.add_reader(self._pidfd, self._exited)
+
+    async def _poll_exit(self) -> None:
+        while self._proc is not None and self._proc.poll() is None:
+            await asyncio.sleep(0.05)
+        self._exited()
+
+    def _exited(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        if self.state is ReplicaState.DEAD or self._proc is None:
+            return
+        # The pidfd is readable only once the process is a zombie: wait() returns at once.
+        self.returncode = self._proc.wait(timeout=5)
+        self.state = ReplicaState.DEAD
+        if self._writer is not None:
+            self._writer.close()
+        self._on_exit(self, self.returncode)
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                message = await read_message(reader)
+            except ChannelClosed:
+                return
+            self.last_seen = time.monotonic()
+            self._on_message(self, message)
+
+    # --- talking and ending ------------------------------------------------------------
+
+    def send(self, message: Any) -> None:
+        """Queue a message to the worker (never blocks; a dead socket shows up as an exit)."""
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode(message))
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the worker; ``reason`` is kept for the logs, metrics and /health."""
+        if self.state is ReplicaState.DEAD or self.pid is None:
+            return
+        self.kill_reason = self.kill_reason or reason
+        self.state = ReplicaState.STOPPING
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def wait_dead(self, timeout_s: float) -> bool:
+        """Wait until the exit has been handled; False if it did not happen in time."""
+        deadline = time.monotonic() + timeout_s
+        while self.state is not ReplicaState.DEAD and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.state is ReplicaState.DEAD
+
+    @property
+    def alive(self) -> bool:
+        return self.state is not ReplicaState.DEAD
+
+    @property
+    def idle(self) -> bool:
+        return self.state is ReplicaState.READY

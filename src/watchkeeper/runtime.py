@@ -1,0 +1,97 @@
+"""The front process's core: every model service and the resource monitor, started and
+stopped in order, and the health report built from their cached state.
+
+Runs in the front process, on the event loop uvicorn runs. Nothing here blocks: health
+answers are assembled from state kept up to date by the supervisors, probers and the
+resource monitor, so they stay fast however busy the models are.
+
+Shutdown, in order (each step bounded): stop taking requests; let accepted requests
+finish within ``grace_period_s``; fail what is left with 503; stop the workers (Stop,
+then SIGKILL after ``STOP_TIMEOUT_S``); stop the resource monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from watchkeeper import health
+from watchkeeper.config import Config
+from watchkeeper.errors import NotFound
+from watchkeeper.logs import log_event
+from watchkeeper.resources import ResourceMonitor, resource_status
+from watchkeeper.service import ModelService
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger("watchkeeper.runtime")
+
+
+class Runtime:
+    """All served models of one front process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        level = config.server.log_level
+        self.services = {
+            name: ModelService(name, cfg, log_level=level) for name, cfg in config.models.items()
+        }
+        server = config.server
+        self.monitor = ResourceMonitor([server.data_dir, server.cache_dir])
+        self.started_at = time.time()
+        self.shutting_down = False
+
+    async def start(self) -> None:
+        for path in (self.config.server.data_dir, self.config.server.cache_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self.monitor.start()
+        await asyncio.gather(*(s.start() for s in self.services.values()))
+        log_event(log, "server.start", models=sorted(self.services))
+
+    async def stop(self) -> None:
+        self.shutting_down = True
+        grace = self.config.server.grace_period_s
+        await asyncio.gather(*(s.drain(grace) for s in self.services.values()))
+        await asyncio.gather(*(s.stop() for s in self.services.values()))
+        await self.monitor.stop()
+        log_event(log, "server.stop")
+
+    def service(self, name: str) -> ModelService:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise NotFound(
+                f"no model named '{name}' (served here: {', '.join(sorted(self.services)) or 'none'})"
+            ) from None
+
+    # --- health --------------------------------------------------------------------
+
+    def model_states(self) -> dict[str, str]:
+        return {name: s.state.value for name, s in self.services.items()}
+
+    def ready(self) -> tuple[bool, dict[str, str]]:
+        states = self.model_states()
+        return health.is_ready(states, self.shutting_down), states
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """The full report for ``GET /health`` and its HTTP status."""
+        snapshot = self.monitor.snapshot
+        res_status, res_reasons = resource_status(snapshot) if snapshot else ("ok", [])
+        models = {name: s.health() for name, s in self.services.items()}
+        states = {name: m["state"] for name, m in models.items()}
+        status = health.overall_status(states, res_status, self.shutting_down)
+        body = {
+            "status": status,
+            "checked_at": time.time(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "shutting_down": self.shutting_down,
+            "models": models,
+            "resources": {
+                "status": res_status,
+                "reasons": res_reasons,
+                **(snapshot.to_dict() if snapshot else {}),
+            },
+        }
+        return health.http_status(status), body

@@ -1,0 +1,187 @@
+"""One served model: its supervisor, scheduler, prober and quarantine, behind one facade.
+
+Runs in the front process. The HTTP layer calls ``predict``, ``describe`` and ``health``;
+nothing here knows about HTTP. Params are checked in the front against the JSON schema the
+worker reported (a quick 422 without queueing); the worker checks again with pydantic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import fastjsonschema
+
+from watchkeeper import metrics
+from watchkeeper.config import ModelConfig
+from watchkeeper.errors import DeadlineExceeded, InvalidInput, Unavailable, WatchkeeperError
+from watchkeeper.messages import ModelSchema
+from watchkeeper.prober import Prober
+from watchkeeper.quarantine import Quarantine
+from watchkeeper.scheduler import Outcome, Pending, Scheduler
+from watchkeeper.supervisor import ModelState, Supervisor
+
+__all__ = ["ModelService"]
+
+
+class ModelService:
+    """Everything the front runs for one configured model."""
+
+    def __init__(self, name: str, config: ModelConfig, *, log_level: str = "info") -> None:
+        self.name = name
+        self.config = config
+        self.schema: ModelSchema | None = None
+        self._check_params: Any = None
+        self.quarantine = Quarantine(config.quarantine_s)
+        self.supervisor = Supervisor(
+            name,
+            config,
+            log_level=log_level,
+            on_ready=lambda replica: self.scheduler.dispatch(),
+            on_done=lambda replica, message: self.scheduler.on_done(replica, message),
+            on_lost=lambda replica, desc: self.scheduler.on_replica_lost(replica, desc),
+        )
+        self.supervisor.schema_callback = self._set_schema
+        self.scheduler = Scheduler(
+            name,
+            max_queue=config.max_queue,
+            max_batch_size=1,  # raised to the model's own limit once a worker reports it
+            max_wait_ms=config.max_wait_ms,
+            quarantine=self.quarantine,
+            replicas=self.supervisor.replicas,
+            on_outcome=self._observe,
+        )
+        self.prober = Prober(
+            name,
+            interval_s=config.probe_interval_s,
+            timeout_s=config.timeout_s,
+            scheduler=self.scheduler,
+            supervisor=self.supervisor,
+            has_probe=lambda: bool(self.schema and self.schema.has_probe),
+        )
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.supervisor.start()
+        self.prober.start()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking requests and wait up to ``timeout_s`` for those accepted to finish."""
+        self.scheduler.close()
+        deadline = time.monotonic() + timeout_s
+        while not self.scheduler.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+        self.scheduler.close()
+        self.scheduler.fail_all(Unavailable("the server is shutting down", retry_after_s=5))
+        await self.supervisor.stop()
+
+    async def restart(self) -> None:
+        await self.supervisor.restart()
+
+    @property
+    def state(self) -> ModelState:
+        return self.supervisor.state
+
+    # --- requests ------------------------------------------------------------------
+
+    async def predict(
+        self, request_id: str, inputs: dict[str, Any], params: dict[str, Any], timeout_s: float
+    ) -> Outcome:
+        """Queue one request and wait for its answer until its deadline."""
+        self._refuse_if_failed()
+        self.check_params(params)
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = Pending(self.name, request_id, inputs, params, now + timeout_s, loop.create_future())
+        self.scheduler.submit(pending)
+        try:
+            return await asyncio.wait_for(pending.future, timeout_s)
+        except TimeoutError:
+            waited = "queued" if pending.started_at is None else "running"
+            raise DeadlineExceeded(
+                f"model '{self.name}' did not answer within {timeout_s:.1f} s (it was {waited})",
+                details={"timeout_s": timeout_s, "phase": waited},
+            ) from None
+
+    def _refuse_if_failed(self) -> None:
+        if self.supervisor.failed_reason is not None:
+            raise Unavailable(
+                f"model '{self.name}' is FAILED: {self.supervisor.failed_reason}",
+                suggestion=f"Fix the cause, then POST /admin/models/{self.name}/restart.",
+                retry_after_s=60,
+            )
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Check params against the model's published schema (when a worker has sent it)."""
+        if self._check_params is None:
+            return
+        try:
+            self._check_params(params)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            field = "params" + (exc.name or "data")[len("data") :]
+            message = (exc.message or "").replace(exc.name or "data", field, 1)
+            raise InvalidInput(message, details={"errors": [{"field": field, "message": message}]}) from None
+
+    def _set_schema(self, schema: ModelSchema) -> None:
+        if self.schema == schema:
+            return
+        self.schema = schema
+        self._check_params = fastjsonschema.compile(schema.params)
+        self.scheduler.max_batch_size = max(1, min(self.config.max_batch_size, schema.max_batch_size))
+
+    def _observe(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
+        if outcome is not None:
+            metrics.INFERENCE_SECONDS.labels(self.name).observe(outcome.infer_ms / 1000)
+            metrics.QUEUE_WAIT_SECONDS.labels(self.name).observe(outcome.queue_ms / 1000)
+
+    # --- views -----------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """The public description for ``GET /v1/models/{name}``."""
+        schema = self.schema
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "replicas": {"configured": len(self.supervisor.slots), "ready": self.supervisor.ready_count},
+            "timeout_s": self.config.timeout_s,
+            "max_queue": self.config.max_queue,
+            "max_batch_size": self.scheduler.max_batch_size,
+            "inputs_schema": schema.inputs if schema else None,
+            "params_schema": schema.params if schema else None,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """This model's part of ``GET /health``."""
+        sup = self.supervisor
+        metrics.QUEUE_DEPTH.labels(self.name).set(self.scheduler.depth)
+        return {
+            "state": sup.state.value,
+            "reason": sup.failed_reason or sup.unready_reason,
+            "ready_replicas": sup.ready_count,
+            "replicas": [self._slot_health(slot) for slot in sup.slots],
+            "queue_depth": self.scheduler.depth,
+            "in_flight": sum(len(f.items) for f in self.scheduler.inflight.values()),
+            "quarantined_inputs": len(self.quarantine),
+            "probe": self.prober.last.to_dict() if self.prober.last else None,
+        }
+
+    @staticmethod
+    def _slot_health(slot: Any) -> dict[str, Any]:
+        replica = slot.replica
+        alive = replica is not None and replica.alive
+        return {
+            "index": slot.index,
+            "pid": replica.pid if alive else None,
+            "state": replica.state.value if replica is not None else "dead",
+            "restarts": max(0, slot.starts - 1),
+            "last_exit": slot.last_exit,
+            "last_exit_at": slot.last_exit_at,
+            "last_load_error": slot.last_load_error,
+            "rss_bytes": slot.rss_bytes if alive else None,
+            "startup_ms": replica.timings_ms if replica is not None else {},
+        }

@@ -1,0 +1,313 @@
+"""The supervisor of one model's worker processes.
+
+Runs in the front process, on its event loop. State: one ``Slot`` per configured replica
+(the current ``Replica`` and its history: restarts, last exit), the model-wide count of
+load failures in a row, and whether the model is FAILED or unready.
+
+The watch loop (``_watch``, every ``WATCH_INTERVAL_S``) is a list of named steps:
+``kill_frozen()`` (an idle worker silent for ``heartbeat_timeout_s``),
+``kill_slow_loaders()`` (not ready within ``load_timeout_s``) and ``sample_rss()``.
+Exits are not polled: each replica reports its own at once (pidfd).
+
+Restarts: a worker killed on purpose (deadline, heartbeat, probe, operator) comes back at
+once; a crash comes back after ``restart_delay`` (0 s, then doubling to
+``restart_backoff_max_s``); a worker that never became ready counts as a load failure, and
+``load_retries`` of those in a row mark the model FAILED until an operator restarts it.
+An app that cannot be imported (exit 4) is FAILED at once: retrying cannot help.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from watchkeeper import metrics
+from watchkeeper.backoff import restart_delay
+from watchkeeper.config import ModelConfig
+from watchkeeper.logs import log_event
+from watchkeeper.messages import BatchDone, ExitCode, LoadFailed, ProbeDone, Ready, Stop, WorkerSpec
+from watchkeeper.replica import Replica, ReplicaState, describe_exit
+from watchkeeper.resources import process_rss
+
+__all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S"]
+
+log = logging.getLogger("watchkeeper.supervisor")
+
+WATCH_INTERVAL_S = 0.2
+#: How often each worker's resident memory is read for /health and /metrics.
+RSS_INTERVAL_S = 2.0
+#: How long workers get to exit after Stop before they are SIGKILLed.
+STOP_TIMEOUT_S = 5.0
+
+
+class ModelState(enum.Enum):
+    STARTING = "starting"  # no replica has become ready yet
+    READY = "ready"  # every replica is ready
+    DEGRADED = "degraded"  # some replicas are ready, others are (re)starting
+    RECOVERING = "recovering"  # was ready, now no replica is
+    UNREADY = "unready"  # the deep probe failed twice in a row
+    FAILED = "failed"  # loading failed load_retries times; needs an operator
+    STOPPING = "stopping"
+
+
+@dataclass
+class Slot:
+    """One configured replica position and its history across restarts."""
+
+    index: int
+    replica: Replica | None = None
+    starts: int = 0
+    crash_streak: int = 0
+    last_exit: str | None = None
+    last_exit_at: float | None = None
+    last_load_error: str | None = None
+    rss_bytes: int | None = None
+    restart_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Keeps ``replicas`` workers of one model alive, and knows the model's state."""
+
+    def __init__(
+        self,
+        model: str,
+        config: ModelConfig,
+        *,
+        log_level: str,
+        on_ready: Callable[[Replica], None],
+        on_done: Callable[[Replica, BatchDone | ProbeDone], None],
+        on_lost: Callable[[Replica, str], None],
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.log_level = log_level
+        self.slots = [Slot(i) for i in range(config.replicas)]
+        self.load_failures = 0
+        self.failed_reason: str | None = None
+        self.unready_reason: str | None = None
+        self.stopping = False
+        self.ever_ready = False
+        self.schema_callback: Callable[[Any], None] | None = None
+        self._on_ready = on_ready
+        self._on_done = on_done
+        self._on_lost = on_lost
+        self._watch_task: asyncio.Task[None] | None = None
+        self._last_rss_at = 0.0
+
+    # --- queries -------------------------------------------------------------------
+
+    def replicas(self) -> list[Replica]:
+        return [s.replica for s in self.slots if s.replica is not None and s.replica.alive]
+
+    @property
+    def ready_count(self) -> int:
+        serving = (ReplicaState.READY, ReplicaState.BUSY)
+        return sum(1 for r in self.replicas() if r.state in serving)
+
+    @property
+    def state(self) -> ModelState:
+        if self.stopping:
+            return ModelState.STOPPING
+        if self.failed_reason is not None:
+            return ModelState.FAILED
+        if self.unready_reason is not None:
+            return ModelState.UNREADY
+        ready = self.ready_count
+        if ready == 0:
+            return ModelState.RECOVERING if self.ever_ready else ModelState.STARTING
+        return ModelState.DEGRADED if ready < len(self.slots) else ModelState.READY
+
+    # --- start and stop ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        for slot in self.slots:
+            await self._spawn(slot)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def stop(self) -> None:
+        """Ask every worker to stop, SIGKILL those still there after STOP_TIMEOUT_S."""
+        self.stopping = True
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+        for slot in self.slots:
+            if slot.restart_timer is not None:
+                slot.restart_timer.cancel()
+        live = self.replicas()
+        for replica in live:
+            replica.send(Stop())
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for replica in live:
+            if not await replica.wait_dead(max(0.0, deadline - time.monotonic())):
+                replica.kill("shutdown")
+        for replica in live:
+            await replica.wait_dead(STOP_TIMEOUT_S)
+
+    async def restart(self) -> None:
+        """Operator restart: forget FAILED and back-off, replace every worker now."""
+        self.failed_reason = None
+        self.unready_reason = None
+        self.load_failures = 0
+        for slot in self.slots:
+            slot.crash_streak = 0
+            if slot.restart_timer is not None:
+                slot.restart_timer.cancel()
+                slot.restart_timer = None
+            if slot.replica is not None and slot.replica.alive:
+                slot.replica.kill("operator")  # its exit starts the replacement
+            else:
+                await self._spawn(slot)
+
+    def recycle(self, replica: Replica, reason: str) -> None:
+        """Replace a worker that is alive but not trusted (e.g. its probe failed)."""
+        replica.kill(reason)
+
+    # --- spawning ----------------------------------------------------------------------
+
+    async def _spawn(self, slot: Slot) -> None:
+        slot.restart_timer = None
+        if self.stopping or self.failed_reason is not None:
+            return
+        cfg = self.config
+        spec = WorkerSpec(
+            model=self.model,
+            app=cfg.app,
+            device=cfg.device,
+            replica=slot.index,
+            heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 4),
+            log_level=self.log_level,
+        )
+        replica = Replica(spec, self._message, self._exited)
+        slot.replica = replica
+        slot.starts += 1
+        try:
+            await replica.start()
+        except OSError as exc:
+            slot.last_exit = f"could not start: {exc}"
+            log_event(log, "worker.start_failed", logging.ERROR, model=self.model, error=str(exc))
+            self._schedule_start(slot, restart_delay(self.load_failures + 2))
+            return
+        log_event(log, "worker.start", model=self.model, replica=slot.index, pid=replica.pid)
+
+    def _schedule_start(self, slot: Slot, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        slot.restart_timer = loop.call_later(delay_s, lambda: loop.create_task(self._spawn(slot)))
+
+    # --- what workers say -------------------------------------------------------------------
+
+    def _message(self, replica: Replica, message: Any) -> None:
+        if isinstance(message, BatchDone | ProbeDone):
+            self.slots[replica.index].crash_streak = 0
+            self._on_done(replica, message)
+        elif isinstance(message, Ready):
+            self._replica_ready(replica, message)
+        elif isinstance(message, LoadFailed):
+            error = f"{message.stage}: {message.error}"
+            self.slots[replica.index].last_load_error = error
+            log_event(log, "worker.load_failed", logging.ERROR, model=self.model,
+                      replica=replica.index, pid=replica.pid, stage=message.stage,
+                      error=message.error, traceback=message.traceback)
+
+    def _replica_ready(self, replica: Replica, message: Ready) -> None:
+        if replica.state is not ReplicaState.STARTING:
+            return
+        replica.state = ReplicaState.READY
+        replica.ready_at = time.monotonic()
+        replica.schema = message.schema
+        replica.timings_ms = message.timings_ms
+        self.load_failures = 0
+        self.ever_ready = True
+        if self.schema_callback is not None:
+            self.schema_callback(message.schema)
+        for phase, ms in message.timings_ms.items():
+            metrics.STARTUP_SECONDS.labels(self.model, phase).set(ms / 1000)
+        log_event(log, "worker.ready", model=self.model, replica=replica.index, pid=replica.pid,
+                  device=message.device, startup_ms=message.timings_ms,
+                  since_spawn_ms=round((replica.ready_at - replica.started_at) * 1000, 1))
+        self._on_ready(replica)
+
+    def _exited(self, replica: Replica, returncode: int) -> None:
+        slot = self.slots[replica.index]
+        reason = replica.kill_reason
+        desc = describe_exit(returncode) + (f", killed: {reason}" if reason else "")
+        slot.last_exit, slot.last_exit_at = desc, time.time()
+        level = logging.INFO if self.stopping else logging.WARNING if reason else logging.ERROR
+        log_event(log, "worker.exit", level, model=self.model, replica=replica.index,
+                  pid=replica.pid, exit_code=returncode, exit=desc, killed_for=reason)
+        self._on_lost(replica, desc)
+        if self.stopping or self.failed_reason is not None:
+            return
+        restart_reason = reason or ("crash" if replica.ready_at else "load_failed")
+        metrics.WORKER_RESTARTS_TOTAL.labels(self.model, restart_reason).inc()
+        if replica.ready_at is None:
+            self._load_failed(slot, returncode)
+        elif reason is not None:
+            self._schedule_start(slot, 0.0)
+        else:
+            slot.crash_streak += 1
+            cap = self.config.restart_backoff_max_s
+            self._schedule_start(slot, restart_delay(slot.crash_streak, cap_s=cap))
+
+    def _load_failed(self, slot: Slot, returncode: int) -> None:
+        self.load_failures += 1
+        why = slot.last_load_error or slot.last_exit or "the worker exited while loading"
+        if returncode == ExitCode.APP_NOT_FOUND:
+            self.fail(f"the app '{self.config.app}' cannot be loaded: {why}")
+        elif self.load_failures >= self.config.load_retries:
+            self.fail(f"loading failed {self.load_failures} times in a row; last: {why}")
+        else:
+            cap = self.config.restart_backoff_max_s
+            self._schedule_start(slot, restart_delay(self.load_failures + 1, cap_s=cap))
+
+    def fail(self, reason: str) -> None:
+        """Mark the model FAILED: no more restarts until ``restart()``."""
+        self.failed_reason = reason
+        for slot in self.slots:
+            if slot.restart_timer is not None:
+                slot.restart_timer.cancel()
+                slot.restart_timer = None
+            if slot.replica is not None:
+                slot.replica.kill("model_failed")
+        log_event(log, "model.failed", logging.ERROR, model=self.model, reason=reason)
+
+    # --- the watch loop ------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                self.kill_frozen()
+                self.kill_slow_loaders()
+                self.sample_rss()
+            except Exception:  # the watch must outlive any one bad step
+                log.exception("supervisor watch step failed", extra={"model": self.model})
+
+    def kill_frozen(self) -> None:
+        """An idle worker sends a heartbeat every loop turn; silence means it is frozen."""
+        now = time.monotonic()
+        for replica in self.replicas():
+            if replica.idle and now - replica.last_seen > self.config.heartbeat_timeout_s:
+                replica.kill("heartbeat")
+
+    def kill_slow_loaders(self) -> None:
+        now = time.monotonic()
+        for replica in self.replicas():
+            starting = replica.state is ReplicaState.STARTING
+            if starting and now - replica.started_at > self.config.load_timeout_s:
+                replica.kill("load_timeout")
+
+    def sample_rss(self) -> None:
+        now = time.monotonic()
+        if now - self._last_rss_at < RSS_INTERVAL_S:
+            return
+        self._last_rss_at = now
+        for slot in self.slots:
+            replica = slot.replica
+            alive = replica is not None and replica.alive and replica.pid is not None
+            slot.rss_bytes = process_rss(replica.pid) if alive else None  # type: ignore[union-attr]
+            if slot.rss_bytes is not None:
+                metrics.WORKER_RSS_BYTES.labels(self.model, str(slot.index)).set(slot.rss_bytes)

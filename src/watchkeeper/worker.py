@@ -1,0 +1,279 @@
+"""The worker process: loads one model once, warms it up, then serves batches.
+
+Runs in a worker process, started by ``watchkeeper.replica`` as
+``python -m watchkeeper.worker --fd N --parent-pid P --spec JSON``.
+
+Threads: one. Everything happens in the main loop below, so the loop turn *is* the
+heartbeat: while idle the worker sends ``Heartbeat`` every ``heartbeat_interval_s``; while
+a batch runs it sends nothing and the front's per-request deadline is the watchdog.
+
+State: the model instance and its pydantic classes. Nothing survives the process.
+
+Timeouts: none of its own. The front kills this process (SIGKILL) when a deadline or a
+heartbeat is missed; the kernel kills it (PR_SET_PDEATHSIG) when the front dies; and it
+exits by itself at end of stream on its socket.
+
+Exit codes (``messages.ExitCode``): 0 on Stop or when the front has gone, 3 when setup or
+warm-up fails, 4 when the app cannot be imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from watchkeeper.contract import Example, Model
+from watchkeeper.errors import InvalidInput, ModelError, WatchkeeperError
+from watchkeeper.logs import configure_logging, log_event
+from watchkeeper.messages import (
+    BatchDone,
+    ErrorInfo,
+    ExitCode,
+    Heartbeat,
+    Item,
+    ItemResult,
+    LoadFailed,
+    ModelSchema,
+    ProbeDone,
+    Ready,
+    RunBatch,
+    RunProbe,
+    Stop,
+    WorkerSpec,
+)
+from watchkeeper.wire import BlockingChannel, ChannelClosed
+
+log = logging.getLogger("watchkeeper.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+class LoadError(Exception):
+    """Loading failed at ``stage``; the worker reports it and exits."""
+
+    def __init__(self, stage: str, exit_code: ExitCode) -> None:
+        super().__init__(stage)
+        self.stage = stage
+        self.exit_code = exit_code
+
+
+def import_app(path: str) -> type[Model]:
+    """Import ``package.module:ClassName`` and check it is a Model subclass."""
+    module_name, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise TypeError(f"{path} is not a watchkeeper.Model subclass")
+    return cls
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` means the first GPU when the model's code has torch and CUDA, else cpu."""
+    if requested != "auto":
+        return requested
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return "cuda:0"
+    return "cpu"
+
+
+def describe_validation(where: str, exc: ValidationError, cls: type[BaseModel]) -> InvalidInput:
+    """Turn a pydantic error into an InvalidInput naming each field and what is allowed."""
+    problems = []
+    for err in exc.errors():
+        field = ".".join([where, *(str(p) for p in err["loc"])])
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown field (allowed: {', '.join(cls.model_fields) or 'none'})"
+        problems.append({"field": field, "message": message})
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return InvalidInput(summary, details={"errors": problems})
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    if isinstance(exc, WatchkeeperError):
+        return ErrorInfo(exc.type, exc.message, exc.details)
+    return ErrorInfo(ModelError.type, f"{type(exc).__name__}: {exc}")
+
+
+class Worker:
+    """One loaded model and the loop that serves it."""
+
+    def __init__(self, spec: WorkerSpec, channel: BlockingChannel) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.model: Model | None = None
+        self.device = spec.device
+
+    # --- start-up --------------------------------------------------------------
+
+    def load(self) -> dict[str, float]:
+        """Import, set up and warm up the model; returns the milliseconds of each stage."""
+        timings: dict[str, float] = {}
+        cls = self._timed(timings, "import", ExitCode.APP_NOT_FOUND, import_app, self.spec.app)
+        self.model = model = cls()
+        self.device = resolve_device(self.spec.device)
+        self._timed(timings, "setup", ExitCode.LOAD_FAILED, model.setup, self.device)
+        self._timed(timings, "warmup", ExitCode.LOAD_FAILED, self._warm_up)
+        return timings
+
+    def _timed(self, timings: dict[str, float], stage: str, code: ExitCode, fn: Any, *a: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            result = fn(*a)
+        except Exception as exc:
+            self.channel.send(LoadFailed(stage, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            log_event(log, "worker.load_failed", logging.ERROR, stage=stage, error=str(exc))
+            raise LoadError(stage, code) from exc
+        timings[stage] = round((time.perf_counter() - start) * 1000, 2)
+        return result
+
+    def _warm_up(self) -> None:
+        assert self.model is not None
+        example = self.model.warmup()
+        if example is not None:
+            error = self._run_example(example)
+            if error:
+                raise RuntimeError(f"warm-up failed: {error}")
+
+    def schema(self) -> ModelSchema:
+        assert self.model is not None
+        cls = type(self.model)
+        return ModelSchema(
+            inputs=cls.Inputs.model_json_schema(),
+            params=cls.Params.model_json_schema(),
+            max_batch_size=cls.max_batch_size,
+            has_probe=self.model.probe() is not None,
+        )
+
+    # --- serving ---------------------------------------------------------------
+
+    def serve(self) -> int:
+        """The work loop: one message per turn, a heartbeat on every idle turn."""
+        interval = self.spec.heartbeat_interval_s
+        while True:
+            if not self.channel.poll(interval):
+                self.channel.send(Heartbeat())
+                continue
+            message = self.channel.recv()
+            if isinstance(message, RunBatch):
+                self.channel.send(self.run_batch(message))
+            elif isinstance(message, RunProbe):
+                self.channel.send(self.run_probe(message))
+            elif isinstance(message, Stop):
+                return ExitCode.OK
+
+    def run_batch(self, batch: RunBatch) -> BatchDone:
+        start = time.perf_counter()
+        results = self.run_items(batch.items)
+        return BatchDone(batch.batch_id, tuple(results), (time.perf_counter() - start) * 1000)
+
+    def run_items(self, items: Sequence[Item]) -> list[ItemResult]:
+        """Validate each item, predict the valid ones together, keep results in order."""
+        assert self.model is not None
+        cls = type(self.model)
+        results: dict[str, ItemResult] = {}
+        valid: list[tuple[Item, Any, Any]] = []
+        for item in items:
+            try:
+                inputs = self._validate(cls.Inputs, "inputs", item.inputs)
+                params = self._validate(cls.Params, "params", item.params)
+            except WatchkeeperError as exc:
+                results[item.request_id] = ItemResult(item.request_id, error=error_info(exc))
+            else:
+                valid.append((item, inputs, params))
+        if valid:
+            results.update(self._predict(valid))
+        return [results[item.request_id] for item in items]
+
+    @staticmethod
+    def _validate(cls: type[BaseModel], where: str, data: dict[str, Any]) -> BaseModel:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise describe_validation(where, exc, cls) from None
+
+    def _predict(self, valid: list[tuple[Item, Any, Any]]) -> dict[str, ItemResult]:
+        assert self.model is not None
+        try:
+            outputs = self.model.predict_batch([v[1] for v in valid], [v[2] for v in valid])
+            if len(outputs) != len(valid):
+                raise ModelError(f"predict_batch returned {len(outputs)} outputs for {len(valid)} inputs")
+        except Exception as exc:
+            if not isinstance(exc, WatchkeeperError):
+                log.exception("model raised", extra={"model": self.spec.model})
+            info = error_info(exc)
+            return {item.request_id: ItemResult(item.request_id, error=info) for item, _, _ in valid}
+        return {
+            item.request_id: ItemResult(item.request_id, outputs=out)
+            for (item, _, _), out in zip(valid, outputs, strict=True)
+        }
+
+    def run_probe(self, probe: RunProbe) -> ProbeDone:
+        assert self.model is not None
+        start = time.perf_counter()
+        example = self.model.probe()
+        error = self._run_example(example) if example is not None else None
+        return ProbeDone(probe.probe_id, error is None, error, (time.perf_counter() - start) * 1000)
+
+    def _run_example(self, example: Example) -> str | None:
+        """Run an example through the normal path; the error text, or None when it passed."""
+        (result,) = self.run_items([Item("example", example.inputs, example.params)])
+        if result.error is not None:
+            return f"{result.error.type}: {result.error.message}"
+        try:
+            if example.check is not None and example.check(result.outputs or {}) is False:
+                return "the output did not pass the check"
+        except Exception as exc:
+            return f"the check raised {type(exc).__name__}: {exc}"
+        return None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL us when the front dies; exit now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: end of stream on the socket still ends the worker
+    if os.getppid() != parent_pid:
+        os._exit(ExitCode.OK)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="watchkeeper.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--spec", required=True)
+    args = parser.parse_args(argv)
+    die_with_parent(args.parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop
+    spec = WorkerSpec(**json.loads(args.spec))
+    configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
+    channel = BlockingChannel(socket.socket(fileno=args.fd))
+    worker = Worker(spec, channel)
+    try:
+        timings = worker.load()
+        channel.send(Ready(os.getpid(), worker.device, worker.schema(), timings))
+        log_event(log, "worker.loaded", device=worker.device, startup_ms=timings)
+        return worker.serve()
+    except LoadError as exc:
+        return exc.exit_code
+    except ChannelClosed:
+        return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
