@@ -85,6 +85,7 @@ def as_bytes(value: Any) -> bytes:
         return bytes(value)
     if isinstance(value, str):
         text = value.split(",", 1)[1] if value.startswith("data:") else value
+        text = "".join(text.split())  # MIME base64 (e.g. the `base64` tool) wraps lines
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
@@ -96,6 +97,11 @@ def _decode_image_field(value: Any) -> Any:
     from watchkeeper import images  # numpy/Pillow only when a model uses images
 
     if isinstance(value, images.np.ndarray):
+        if value.ndim != 3 or value.shape[2] != 3 or value.dtype != images.np.uint8:
+            raise ValueError(
+                f"expected an RGB uint8 array of shape (height, width, 3), "
+                f"got shape {value.shape} and dtype {value.dtype}"
+            )
         return value
     return images.decode(as_bytes(value))
 

@@ -47,11 +47,15 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                     f"image is {img.width}x{img.height} pixels; the limit is {max_pixels:,}",
                     suggestion="Downscale the image before sending it.",
                 )
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(img.convert("RGB"))
+            upright = ImageOps.exif_transpose(img)
+            return np.array(upright.convert("RGB"))  # a writable copy (asarray's is read-only)
     except PayloadTooLarge:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own limit, above ours: also a 413
+        raise PayloadTooLarge(
+            str(exc), suggestion="Downscale the image before sending it."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"the image could not be decoded: {exc}") from None
 
 

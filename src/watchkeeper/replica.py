@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,10 +28,13 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
+from watchkeeper.logs import log_event
 from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
 from watchkeeper.wire import ChannelClosed, encode, read_message
 
 __all__ = ["ReplicaState", "Replica", "describe_exit"]
+
+log = logging.getLogger("watchkeeper.replica")
 
 
 class ReplicaState(enum.Enum):
@@ -164,6 +168,8 @@ class Replica:
         if self.state is ReplicaState.DEAD or self.pid is None:
             return
         self.kill_reason = self.kill_reason or reason
+        log_event(log, "worker.killed", logging.WARNING, model=self.spec.model,
+                  replica=self.index, pid=self.pid, reason=reason, state=self.state.value)
         self.state = ReplicaState.STOPPING
         try:
             os.kill(self.pid, signal.SIGKILL)

@@ -19,6 +19,7 @@ from watchkeeper.errors import DeadlineExceeded, InvalidInput, Unavailable, Watc
 from watchkeeper.messages import ModelSchema
 from watchkeeper.prober import Prober
 from watchkeeper.quarantine import Quarantine
+from watchkeeper.replica import ReplicaState
 from watchkeeper.scheduler import Outcome, Pending, Scheduler
 from watchkeeper.supervisor import ModelState, Supervisor
 
@@ -158,7 +159,6 @@ class ModelService:
     def health(self) -> dict[str, Any]:
         """This model's part of ``GET /health``."""
         sup = self.supervisor
-        metrics.QUEUE_DEPTH.labels(self.name).set(self.scheduler.depth)
         return {
             "state": sup.state.value,
             "reason": sup.failed_reason or sup.unready_reason,
@@ -169,6 +169,16 @@ class ModelService:
             "quarantined_inputs": len(self.quarantine),
             "probe": self.prober.last.to_dict() if self.prober.last else None,
         }
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges that are read at scrape time from the current state."""
+        metrics.QUEUE_DEPTH.labels(self.name).set(self.scheduler.depth)
+        metrics.QUARANTINED_INPUTS.labels(self.name).set(len(self.quarantine))
+        metrics.set_state(metrics.MODEL_STATE, self.name, self.state.value,
+                          [s.value for s in ModelState])
+        states = [r.state.value for r in self.supervisor.replicas()]
+        for state in ReplicaState:
+            metrics.REPLICAS.labels(self.name, state.value).set(states.count(state.value))
 
     @staticmethod
     def _slot_health(slot: Any) -> dict[str, Any]:

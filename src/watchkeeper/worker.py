@@ -206,16 +206,19 @@ class Worker:
             raise describe_validation(where, exc, cls) from None
 
     def _predict(self, valid: list[tuple[Item, Any, Any]]) -> dict[str, ItemResult]:
+        """Predict a batch; when it raises, run each item alone so one bad item fails alone."""
         assert self.model is not None
         try:
             outputs = self.model.predict_batch([v[1] for v in valid], [v[2] for v in valid])
             if len(outputs) != len(valid):
                 raise ModelError(f"predict_batch returned {len(outputs)} outputs for {len(valid)} inputs")
         except Exception as exc:
+            if len(valid) > 1:
+                return {k: v for one in valid for k, v in self._predict([one]).items()}
             if not isinstance(exc, WatchkeeperError):
                 log.exception("model raised", extra={"model": self.spec.model})
-            info = error_info(exc)
-            return {item.request_id: ItemResult(item.request_id, error=info) for item, _, _ in valid}
+            item = valid[0][0]
+            return {item.request_id: ItemResult(item.request_id, error=error_info(exc))}
         return {
             item.request_id: ItemResult(item.request_id, outputs=out)
             for (item, _, _), out in zip(valid, outputs, strict=True)

@@ -10,9 +10,11 @@ import base64
 import io
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 
 import numpy as np
 import psutil
@@ -24,6 +26,7 @@ from watchkeeper import images
 from watchkeeper.apps.cartoon import Cartoon, check_output, probe_image
 from watchkeeper.apps.chaos import CRASH_EXIT_CODE, Chaos, FailingProbe, FailingSetup
 from watchkeeper.contract import Blob
+from watchkeeper.errors import PayloadTooLarge
 
 
 def photo(height: int, width: int) -> np.ndarray:
@@ -103,9 +106,11 @@ def test_cartoon_is_deterministic_and_style_changes_it(cartoon):
 
 def test_cartoon_reduces_colours(cartoon):
     data = encode(photo(256, 256), "PNG")
-    out = decode_png(run(cartoon, {"image": data}, {"resolution": 512, "style_level": 1.0})["image"])
+    out = decode_png(
+        run(cartoon, {"image": data}, {"resolution": 512, "style_level": 1.0})["image"]
+    )
     source = images.decode(data)
-    colours = lambda a: len(np.unique(a.reshape(-1, 3), axis=0))  # noqa: E731
+    colours = lambda a: len(np.unique(a.reshape(-1, 3), axis=0))
     assert colours(out) < colours(source) / 10
 
 
@@ -162,7 +167,11 @@ def test_params_schema_publishes_bounds_and_descriptions():
 def test_image_formats_accepted_as_bytes_and_base64(fmt):
     rgb = photo(48, 80)
     data = encode(rgb, fmt)
-    for value in (data, base64.b64encode(data).decode(), f"data:image/x;base64,{base64.b64encode(data).decode()}"):
+    for value in (
+        data,
+        base64.b64encode(data).decode(),
+        f"data:image/x;base64,{base64.b64encode(data).decode()}",
+    ):
         image = Cartoon.Inputs.model_validate({"image": value}).image
         assert image.shape == (48, 80, 3) and image.dtype == np.uint8
         # lossy formats differ a little, but it is the same picture
@@ -176,7 +185,9 @@ def test_grey_and_rgba_images_become_rgb():
         assert Cartoon.Inputs.model_validate({"image": data}).image.shape == (20, 30, 3)
 
 
-@pytest.mark.parametrize("value", [b"hello", base64.b64encode(b"hello").decode(), b"GIF89a" + bytes(20)])
+@pytest.mark.parametrize(
+    "value", [b"hello", base64.b64encode(b"hello").decode(), b"GIF89a" + bytes(20)]
+)
 def test_non_image_rejected_naming_allowed_formats(value):
     with pytest.raises(ValidationError) as info:
         Cartoon.Inputs.model_validate({"image": value})
@@ -197,6 +208,44 @@ def test_bad_base64_and_missing_image_rejected():
         Cartoon.Inputs.model_validate({})
     with pytest.raises(ValidationError):
         Cartoon.Inputs.model_validate({"image": encode(photo(8, 8), "PNG"), "extra": 1})
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG with the given size and no pixel data: Pillow reads its size, never decodes it."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + body))
+        return struct.pack(">I", len(body)) + kind + body + crc
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(8000, 8000), (20000, 20000)])  # over ours; over Pillow's too
+def test_huge_image_is_payload_too_large(size):
+    with pytest.raises(PayloadTooLarge):
+        Cartoon.Inputs.model_validate({"image": png_header(*size)})
+
+
+def test_decoded_image_is_writable():
+    image = Cartoon.Inputs.model_validate({"image": encode(photo(8, 8), "PNG")}).image
+    assert image.flags.writeable
+    image[0, 0] = 0
+
+
+def test_line_wrapped_base64_accepted():
+    data = encode(photo(64, 64), "PNG")
+    wrapped = base64.encodebytes(data).decode()  # 76-character lines, like the `base64` tool
+    assert "\n" in wrapped
+    assert Cartoon.Inputs.model_validate({"image": wrapped}).image.shape == (64, 64, 3)
+
+
+def test_arrays_must_be_rgb_uint8():
+    ok = photo(4, 4)
+    assert Cartoon.Inputs.model_validate({"image": ok}).image is ok
+    for bad in (ok[..., 0], ok.astype(np.float32), np.dstack([ok, ok[..., :1]])):
+        with pytest.raises(ValidationError, match="RGB uint8"):
+            Cartoon.Inputs.model_validate({"image": bad})
 
 
 # --- cartoon: probe and warm-up ------------------------------------------------------------
@@ -361,7 +410,11 @@ print("returned", flush=True)
 )
 def test_chaos_kills_its_process(action, returncode):
     child = subprocess.run(
-        [sys.executable, "-c", CHILD, action], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", CHILD, action],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert child.stdout.strip() == "ready"
     assert child.returncode == returncode

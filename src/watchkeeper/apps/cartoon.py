@@ -24,11 +24,11 @@ from pydantic import Field
 from watchkeeper import contract, images
 from watchkeeper.contract import Example, ImageInput
 
-__all__ = ["Cartoon", "cartoonise", "resize_longest", "check_output", "probe_image"]
+__all__ = ["Cartoon", "cartoonise", "check_output", "probe_image", "resize_longest"]
 
 #: Longest side at which the bilateral filter runs; larger images are smoothed downscaled.
 SMOOTH_MAX_SIDE = 640
-#: Longest side at which outlines are found; larger outputs get them scaled up (and softened).
+#: Longest side at which the outlines' median blur runs; larger images are blurred downscaled.
 OUTLINE_MAX_SIDE = 1024
 #: Pixels sampled to fit the palette.
 PALETTE_SAMPLE = 4096
@@ -118,7 +118,7 @@ def _quantise(rgb: np.ndarray, colours: int) -> np.ndarray:
     rgbx[:, :3] = palette.round()
     lut = rgbx.view(np.uint32)[_nearest_cells(palette).ravel(), 0]  # one 4-byte gather a pixel
     shift = 8 - LUT_BITS
-    r, g, b = (channel >> shift for channel in cv2.split(rgb))
+    r, g, b = (rgb[..., c] >> shift for c in range(3))
     index = (r.astype(np.uint32) << (2 * LUT_BITS)) | (g.astype(np.uint32) << LUT_BITS) | b
     out = np.take(lut, index).view(np.uint8).reshape(*index.shape, 4)
     return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB)
@@ -178,20 +178,24 @@ def _nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def _outline(rgb: np.ndarray, style_level: float) -> np.ndarray:
-    """Line mask, 255 off the lines and darker on them, found at most at OUTLINE_MAX_SIDE."""
+    """Line mask, 255 off the lines and darker on them; kernels scale with the image size.
+
+    The median blur (the costly step) runs at most at OUTLINE_MAX_SIDE; the threshold runs
+    at full size, so the lines stay crisp (and the PNG small) on large outputs.
+    """
     h, w = rgb.shape[:2]
-    grey = cv2.cvtColor(resize_longest(rgb, min(max(h, w), OUTLINE_MAX_SIDE)), cv2.COLOR_RGB2GRAY)
-    scale = max(grey.shape) / 1024
-    blurred = cv2.medianBlur(grey, _odd(5 * scale))
+    small = resize_longest(rgb, min(max(h, w), OUTLINE_MAX_SIDE))
+    median = _odd(5 * max(small.shape[:2]) / 1024)
+    grey = cv2.medianBlur(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), median)
+    if grey.shape != (h, w):
+        grey = cv2.resize(grey, (w, h), interpolation=cv2.INTER_LINEAR)
     offset = 9 - 6 * style_level  # smaller: more lines
+    block = _odd(9 * max(h, w) / 1024)
     mask = cv2.adaptiveThreshold(
-        blurred, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, _odd(9 * scale), offset
+        grey, 255, cv2.ADAPTIVE_THRESH_MEAN_C, cv2.THRESH_BINARY, block, offset
     )
     darkest = round(255 * (0.6 - 0.6 * style_level))  # line darkness grows with the style
-    lines = cv2.max(mask, darkest)
-    if lines.shape == (h, w):
-        return lines
-    return cv2.resize(lines, (w, h), interpolation=cv2.INTER_LINEAR)  # soft, scaled-up lines
+    return np.maximum(mask, np.uint8(darkest))
 
 
 def _odd(size: float) -> int:

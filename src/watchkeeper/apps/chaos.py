@@ -27,7 +27,7 @@ from pydantic import Field
 from watchkeeper import contract
 from watchkeeper.contract import Example
 
-__all__ = ["Chaos", "FailingSetup", "FailingProbe", "CRASH_EXIT_CODE"]
+__all__ = ["CRASH_EXIT_CODE", "Chaos", "FailingProbe", "FailingSetup"]
 
 #: Exit code of the worker process after the ``crash`` action.
 CRASH_EXIT_CODE = 13

@@ -122,7 +122,7 @@ def _add_health_routes(app: FastAPI, runtime: Runtime) -> None:
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
     async def metrics_endpoint() -> Response:
         for service in runtime.services.values():
-            service.health()  # refreshes the gauges read at scrape time
+            service.refresh_gauges()
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 

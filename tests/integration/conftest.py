@@ -1,0 +1,178 @@
+"""Real servers for the integration tests: ``watchkeeper serve`` in a subprocess.
+
+Each test gets its own server on a free port with its own data dir and a config written
+from a dict. Stopping a server (SIGTERM) checks that it exits and that no worker outlives it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+CHAOS = "watchkeeper.apps.chaos:Chaos"
+FAST = {"timeout_s": 3, "heartbeat_timeout_s": 2, "probe_interval_s": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def write_config(path: Path, models: dict[str, dict[str, Any]], server: dict[str, Any]) -> None:
+    lines = ["[server]"] + [f"{k} = {toml_value(v)}" for k, v in server.items()]
+    for name, keys in models.items():
+        lines += ["", f"[models.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value or fail the test."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    client: httpx.Client = field(init=False)
+    seen_workers: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, **kw)
+
+    def predict(self, model: str, inputs: dict[str, Any], params: dict[str, Any] | None = None,
+                **kw: Any) -> httpx.Response:
+        body = {"inputs": inputs, "params": params or {}}
+        return self.client.post(f"/v1/models/{model}/predict", json=body, **kw)
+
+    def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.get("/health").json()
+        for model in body["models"].values():
+            self.seen_workers.update(r["pid"] for r in model["replicas"] if r["pid"])
+        return body
+
+    def model_health(self, model: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.health()["models"][model]
+        return result
+
+    def worker_pids(self, model: str) -> list[int]:
+        return [r["pid"] for r in self.model_health(model)["replicas"] if r["pid"]]
+
+    def wait_ready(self, timeout_s: float = 30, path: str = "/readyz") -> None:
+        """Wait until ``path`` answers 200 (``/livez``: the front is up, models may not be)."""
+
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                return self.get(path).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout_s)
+        self.health()
+
+    def wait_state(self, model: str, *states: str, timeout_s: float = 20) -> dict[str, Any]:
+        result: dict[str, Any] = wait_for(
+            lambda: (h := self.model_health(model))["state"] in states and h, timeout_s
+        )
+        return result
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[psutil.Process]:
+        try:
+            return psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout_s: float = 30) -> int:
+        """SIGTERM the server; check it exits and leaves no worker behind."""
+        if self.proc.poll() is None:
+            try:
+                self.health()
+            except httpx.HTTPError:
+                pass
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                pytest.fail(f"server did not stop within {timeout_s} s on SIGTERM")
+        self.client.close()
+        assert_all_dead(self.seen_workers)
+        return self.proc.returncode
+
+
+def assert_all_dead(pids: set[int], timeout_s: float = 10) -> None:
+    def dead() -> bool:
+        return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+    wait_for(dead, timeout_s)
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start ``watchkeeper serve`` with the given models; stops every server at the end."""
+    servers: list[Server] = []
+
+    def start(models: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None, wait: bool = True) -> Server:
+        n = len(servers)
+        port = free_port()
+        config = tmp_path / f"watchkeeper-{n}.toml"
+        server_keys = {"port": port, "data_dir": str(tmp_path / "data"),
+                       "cache_dir": str(tmp_path / "cache"), "grace_period_s": 5, **(server or {})}
+        write_config(config, models, server_keys)
+        log_path = tmp_path / f"server-{n}.log"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WK_")}
+        full_env.update(env or {})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper.cli", "serve", "--config", str(config)],
+            stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env,
+        )
+        srv = Server(proc, f"http://127.0.0.1:{port}", log_path)
+        servers.append(srv)
+        srv.wait_ready(path="/readyz" if wait else "/livez")
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
