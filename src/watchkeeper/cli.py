@@ -13,6 +13,7 @@ runtime fails what is left with 503 and stops every worker.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -76,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=server.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=server.grace_period_s,
+        timeout_graceful_shutdown=math.ceil(server.grace_period_s),
     )
     return 0
 
@@ -106,7 +107,10 @@ def _summary(body: dict[str, Any], deep: bool) -> list[str]:
     lines = [f"status: {body.get('status')}"]
     for name, model in body.get("models", {}).items():
         probe = model.get("probe") or {}
-        probe_text = "no probe yet" if not probe else ("ok" if probe.get("ok") else f"FAILED {probe.get('error')}")
+        if not probe:
+            probe_text = "no probe yet"
+        else:
+            probe_text = "ok" if probe.get("ok") else f"FAILED {probe.get('error')}"
         reason = f" ({model['reason']})" if model.get("reason") else ""
         lines.append(f"{name}: {model.get('state')}{reason}; probe {probe_text}; "
                      f"queue {model.get('queue_depth')}")

@@ -113,7 +113,7 @@ class _StderrHandler(logging.Handler):
             stream.flush()
         except RecursionError:
             raise
-        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+        except Exception:
             self.handleError(record)
 
 

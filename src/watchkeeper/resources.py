@@ -170,7 +170,7 @@ class _Nvml:
             return None
         try:
             pynvml.nvmlInit()
-        except Exception as exc:  # noqa: BLE001 - NVMLError_LibraryNotFound, _DriverNotLoaded...
+        except Exception as exc:
             log_event(log, "resources.nvml_unavailable", logging.DEBUG, error=str(exc))
             return None
         module: ModuleType = pynvml
@@ -270,7 +270,7 @@ class ResourceMonitor:
             await asyncio.sleep(self.interval_s)
             try:
                 snapshot = await asyncio.to_thread(self._reader, self.paths)
-            except Exception as exc:  # noqa: BLE001 - any failure keeps the old snapshot
+            except Exception as exc:
                 self._failed(exc)
             else:
                 self._succeeded(snapshot)
@@ -278,7 +278,7 @@ class ResourceMonitor:
     def _refresh_sync(self) -> None:
         try:
             snapshot = self._reader(self.paths)
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old snapshot
+        except Exception as exc:
             self._failed(exc)
         else:
             self._succeeded(snapshot)

@@ -307,7 +307,7 @@ class Supervisor:
         self._last_rss_at = now
         for slot in self.slots:
             replica = slot.replica
-            alive = replica is not None and replica.alive and replica.pid is not None
-            slot.rss_bytes = process_rss(replica.pid) if alive else None  # type: ignore[union-attr]
+            pid = replica.pid if replica is not None and replica.alive else None
+            slot.rss_bytes = process_rss(pid) if pid is not None else None
             if slot.rss_bytes is not None:
                 metrics.WORKER_RSS_BYTES.labels(self.model, str(slot.index)).set(slot.rss_bytes)

@@ -56,9 +56,14 @@ from watchkeeper.messages import (
 )
 from watchkeeper.wire import BlockingChannel, ChannelClosed
 
+__all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent",
+           "error_info", "import_app", "main", "resolve_device"]
+
 log = logging.getLogger("watchkeeper.worker")
 
 _PR_SET_PDEATHSIG = 1
+#: Workers run slightly below the front so health answers stay fast when inference saturates the CPU.
+WORKER_NICENESS = 5
 
 
 class LoadError(Exception):
@@ -181,22 +186,28 @@ class Worker:
         return BatchDone(batch.batch_id, tuple(results), (time.perf_counter() - start) * 1000)
 
     def run_items(self, items: Sequence[Item]) -> list[ItemResult]:
-        """Validate each item, predict the valid ones together, keep results in order."""
+        """Validate each item, predict the valid ones together; results keep the items' order.
+
+        Results are matched by position, never by request id: two clients may send the same
+        X-Request-ID and land in one batch.
+        """
         assert self.model is not None
         cls = type(self.model)
-        results: dict[str, ItemResult] = {}
-        valid: list[tuple[Item, Any, Any]] = []
-        for item in items:
+        results: list[ItemResult | None] = [None] * len(items)
+        valid: list[tuple[int, Any, Any]] = []
+        for index, item in enumerate(items):
             try:
                 inputs = self._validate(cls.Inputs, "inputs", item.inputs)
                 params = self._validate(cls.Params, "params", item.params)
             except WatchkeeperError as exc:
-                results[item.request_id] = ItemResult(item.request_id, error=error_info(exc))
+                results[index] = ItemResult(item.request_id, error=error_info(exc))
             else:
-                valid.append((item, inputs, params))
+                valid.append((index, inputs, params))
         if valid:
-            results.update(self._predict(valid))
-        return [results[item.request_id] for item in items]
+            predicted = self._predict([(items[i], inp, par) for i, inp, par in valid])
+            for (index, _, _), result in zip(valid, predicted, strict=True):
+                results[index] = result
+        return [r for r in results if r is not None]
 
     @staticmethod
     def _validate(cls: type[BaseModel], where: str, data: dict[str, Any]) -> BaseModel:
@@ -205,7 +216,7 @@ class Worker:
         except ValidationError as exc:
             raise describe_validation(where, exc, cls) from None
 
-    def _predict(self, valid: list[tuple[Item, Any, Any]]) -> dict[str, ItemResult]:
+    def _predict(self, valid: list[tuple[Item, Any, Any]]) -> list[ItemResult]:
         """Predict a batch; when it raises, run each item alone so one bad item fails alone."""
         assert self.model is not None
         try:
@@ -214,15 +225,14 @@ class Worker:
                 raise ModelError(f"predict_batch returned {len(outputs)} outputs for {len(valid)} inputs")
         except Exception as exc:
             if len(valid) > 1:
-                return {k: v for one in valid for k, v in self._predict([one]).items()}
+                return [result for one in valid for result in self._predict([one])]
             if not isinstance(exc, WatchkeeperError):
                 log.exception("model raised", extra={"model": self.spec.model})
-            item = valid[0][0]
-            return {item.request_id: ItemResult(item.request_id, error=error_info(exc))}
-        return {
-            item.request_id: ItemResult(item.request_id, outputs=out)
+            return [ItemResult(valid[0][0].request_id, error=error_info(exc))]
+        return [
+            ItemResult(item.request_id, outputs=out)
             for (item, _, _), out in zip(valid, outputs, strict=True)
-        }
+        ]
 
     def run_probe(self, probe: RunProbe) -> ProbeDone:
         assert self.model is not None
@@ -263,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop
+    os.nice(WORKER_NICENESS)  # under CPU contention the front (health, routing) goes first
     spec = WorkerSpec(**json.loads(args.spec))
     configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
     channel = BlockingChannel(socket.socket(fileno=args.fd))

@@ -148,20 +148,22 @@ def assert_all_dead(pids: set[int], timeout_s: float = 10) -> None:
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServerFactory]:
-    """Start ``watchkeeper serve`` with the given models; stops every server at the end."""
-    servers: list[Server] = []
+class Servers:
+    """Starts ``watchkeeper serve`` processes under one directory and stops them all."""
 
-    def start(models: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: list[Server] = []
+
+    def start(self, models: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
               env: dict[str, str] | None = None, wait: bool = True) -> Server:
-        n = len(servers)
+        n = len(self.started)
         port = free_port()
-        config = tmp_path / f"watchkeeper-{n}.toml"
-        server_keys = {"port": port, "data_dir": str(tmp_path / "data"),
-                       "cache_dir": str(tmp_path / "cache"), "grace_period_s": 5, **(server or {})}
+        config = self.root / f"watchkeeper-{n}.toml"
+        server_keys = {"port": port, "data_dir": str(self.root / "data"),
+                       "cache_dir": str(self.root / "cache"), "grace_period_s": 5, **(server or {})}
         write_config(config, models, server_keys)
-        log_path = tmp_path / f"server-{n}.log"
+        log_path = self.root / f"server-{n}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WK_")}
         full_env.update(env or {})
         proc = subprocess.Popen(
@@ -169,10 +171,26 @@ def serve(tmp_path: Path) -> Iterator[ServerFactory]:
             stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env,
         )
         srv = Server(proc, f"http://127.0.0.1:{port}", log_path)
-        servers.append(srv)
+        self.started.append(srv)
         srv.wait_ready(path="/readyz" if wait else "/livez")
         return srv
 
-    yield start
-    for srv in servers:
-        srv.stop()
+    def stop_all(self) -> None:
+        for srv in self.started:
+            srv.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Start ``watchkeeper serve`` with the given models; stops every server at the end."""
+    servers = Servers(tmp_path)
+    yield servers.start
+    servers.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    """Servers shared by a module whose tests do not break workers."""
+    servers = Servers(tmp_path_factory.mktemp("servers"))
+    yield servers
+    servers.stop_all()

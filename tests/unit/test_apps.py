@@ -110,7 +110,10 @@ def test_cartoon_reduces_colours(cartoon):
         run(cartoon, {"image": data}, {"resolution": 512, "style_level": 1.0})["image"]
     )
     source = images.decode(data)
-    colours = lambda a: len(np.unique(a.reshape(-1, 3), axis=0))
+
+    def colours(a: np.ndarray) -> int:
+        return len(np.unique(a.reshape(-1, 3), axis=0))
+
     assert colours(out) < colours(source) / 10
 
 

@@ -28,6 +28,6 @@ def test_custom_base_and_cap() -> None:
 
 
 def test_never_decreases() -> None:
-    delays = [restart_delay(n) for n in range(0, 50)]
+    delays = [restart_delay(n) for n in range(50)]
     assert delays == sorted(delays)
     assert all(0.0 <= d <= 30.0 for d in delays)

@@ -133,8 +133,18 @@ def test_response_serializes_odd_details() -> None:
 
 @pytest.mark.parametrize(
     ("retry_after_s", "header"),
-    [(0, "1"), (0.01, "1"), (0.5, "1"), (1, "1"), (1.0, "1"), (1.01, "2"), (2.5, "3"),
-     (59.9, "60"), (60, "60"), (-3, "1")],
+    [
+        (0, "1"),
+        (0.01, "1"),
+        (0.5, "1"),
+        (1, "1"),
+        (1.0, "1"),
+        (1.01, "2"),
+        (2.5, "3"),
+        (59.9, "60"),
+        (60, "60"),
+        (-3, "1"),
+    ],
 )
 def test_retry_after_is_rounded_up_to_whole_seconds(retry_after_s: float, header: str) -> None:
     response = error_response(e.Overloaded("full", retry_after_s=retry_after_s), "r")
@@ -167,4 +177,3 @@ def test_unknown_type_becomes_model_error() -> None:
     rebuilt = e.error_from_type("no_such_type", "x")
     assert type(rebuilt) is e.ModelError
     assert rebuilt.details == {}
-

@@ -65,9 +65,7 @@ def test_max_size_one(make: MakePending) -> None:
 
 
 def test_drops_answered_requests(make: MakePending) -> None:
-    queue = deque(
-        [make("a", done=True), make("b"), make("c", done=True), make("d"), make("e")]
-    )
+    queue = deque([make("a", done=True), make("b"), make("c", done=True), make("d"), make("e")])
     assert ids(take_batch(queue, 2)) == ["b", "d"]
     assert ids(queue) == ["e"]
 

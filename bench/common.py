@@ -1,0 +1,117 @@
+"""Shared helpers of the benchmark scripts: start a real server, time things, print tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def machine() -> str:
+    mem = psutil.virtual_memory().total / 2**30
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+class BenchServer:
+    """``watchkeeper serve`` in a subprocess with a generated config, on a free port."""
+
+    def __init__(self, models: dict[str, dict[str, Any]], env: dict[str, str] | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        lines = ["[server]", f"port = {self.port}", f'data_dir = "{self.dir / "data"}"',
+                 f'cache_dir = "{self.dir / "cache"}"', 'log_level = "warning"']
+        for name, keys in models.items():
+            lines += [f"[models.{name}]"] + [f"{k} = {_toml(v)}" for k, v in keys.items()]
+        config = self.dir / "watchkeeper.toml"
+        config.write_text("\n".join(lines) + "\n")
+        self.log = (self.dir / "server.log").open("wb")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WK_")} | (env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "watchkeeper.cli", "serve", "--config", str(config)],
+            stdout=self.log, stderr=subprocess.STDOUT, env=full_env)
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    def wait_ready(self, timeout_s: float = 120) -> float:
+        """Seconds until /readyz answers 200."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < timeout_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: see {self.dir / 'server.log'}")
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return time.perf_counter() - start
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError("server not ready")
+
+    def worker_pids(self, model: str) -> list[int]:
+        replicas = self.client.get("/health").json()["models"][model]["replicas"]
+        return [r["pid"] for r in replicas if r["pid"] and r["state"] in ("ready", "busy")]
+
+    def stop(self) -> None:
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 30, interval_s: float = 0.005) -> Any:
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError("condition not met")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: Sequence[float]) -> str:
+    return f"median {statistics.median(values):.3f}  max {max(values):.3f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table (what the README shows)."""
+    cells = [list(map(str, headers))] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
