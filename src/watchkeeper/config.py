@@ -165,11 +165,19 @@ class ModelConfig(_Frozen):
         description="Seconds between canary inferences of the deep health check "
         "(0 turns probing off).",
     )
-    max_batch_size: StrictInt = Field(
-        default=1,
+    max_batch_size: StrictInt | None = Field(
+        default=None,
         ge=1,
         le=1024,
-        description="Most requests sent to a worker in one batch (models that declare batching).",
+        description="Most requests sent to a worker in one batch; unset: the model's own "
+        "`max_batch_size` (a larger value is lowered to it).",
+    )
+    threads: StrictInt = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="CPU threads each worker's maths libraries may use (OMP_NUM_THREADS, "
+        "torch); 0: the machine's cores divided by `replicas`.",
     )
     max_wait_ms: StrictFloat = Field(
         default=0.0,

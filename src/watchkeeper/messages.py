@@ -56,6 +56,7 @@ class WorkerSpec:
     device: str
     replica: int
     heartbeat_interval_s: float
+    threads: int = 1  # CPU threads for the model's maths libraries
     log_level: str = "info"
 
 

@@ -133,7 +133,8 @@ class ModelService:
             return
         self.schema = schema
         self._check_params = fastjsonschema.compile(schema.params)
-        self.scheduler.max_batch_size = max(1, min(self.config.max_batch_size, schema.max_batch_size))
+        wanted = self.config.max_batch_size or schema.max_batch_size
+        self.scheduler.max_batch_size = max(1, min(wanted, schema.max_batch_size))
 
     def _observe(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
         if outcome is not None:

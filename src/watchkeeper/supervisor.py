@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,6 +180,7 @@ class Supervisor:
             device=cfg.device,
             replica=slot.index,
             heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 4),
+            threads=cfg.threads or max(1, len(os.sched_getaffinity(0)) // cfg.replicas),
             log_level=self.log_level,
         )
         replica = Replica(spec, self._message, self._exited)

@@ -57,7 +57,7 @@ from watchkeeper.messages import (
 from watchkeeper.wire import BlockingChannel, ChannelClosed
 
 __all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent",
-           "error_info", "import_app", "main", "resolve_device"]
+           "error_info", "import_app", "limit_threads", "main", "resolve_device"]
 
 log = logging.getLogger("watchkeeper.worker")
 
@@ -128,6 +128,7 @@ class Worker:
         """Import, set up and warm up the model; returns the milliseconds of each stage."""
         timings: dict[str, float] = {}
         cls = self._timed(timings, "import", ExitCode.APP_NOT_FOUND, import_app, self.spec.app)
+        limit_threads(self.spec.threads)
         self.model = model = cls()
         self.device = resolve_device(self.spec.device)
         self._timed(timings, "setup", ExitCode.LOAD_FAILED, model.setup, self.device)
@@ -254,6 +255,16 @@ class Worker:
         return None
 
 
+def limit_threads(threads: int) -> None:
+    """Cap the maths libraries' thread pools (set before import; torch told again after)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel to SIGKILL us when the front dies; exit now if it already has."""
     try:
@@ -275,6 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop
     os.nice(WORKER_NICENESS)  # under CPU contention the front (health, routing) goes first
     spec = WorkerSpec(**json.loads(args.spec))
+    limit_threads(spec.threads)
     configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
     channel = BlockingChannel(socket.socket(fileno=args.fd))
     worker = Worker(spec, channel)

@@ -11,4 +11,5 @@ __all__ = ["BUILTIN_APPS"]
 #: Model name -> import path of its class, served by ``watchkeeper serve`` with no config.
 BUILTIN_APPS: dict[str, str] = {
     "cartoon": "watchkeeper.apps.cartoon:Cartoon",
+    "embed": "watchkeeper.apps.embed:Embed",
 }
