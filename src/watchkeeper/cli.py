@@ -1,10 +1,8 @@
 """The ``watchkeeper`` command: ``serve`` (the front process) and ``check`` (a health probe).
 
 ``watchkeeper serve`` is the front process's entry point: it loads the configuration,
-configures logging (JSON lines on stderr) and runs uvicorn with the HTTP app, whose
-lifespan starts and stops the workers. SIGTERM or Ctrl-C: uvicorn stops accepting
-connections and waits up to ``server.grace_period_s`` for requests in flight, then the
-runtime fails what is left with 503 and stops every worker.
+configures logging (JSON lines on stderr) and hands over to ``watchkeeper.front`` (uvicorn,
+the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
 
 ``watchkeeper check [URL] [--deep]`` asks a running server and exits 0 when healthy,
 1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
@@ -13,7 +11,6 @@ runtime fails what is left with 503 and stops every worker.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -54,12 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from watchkeeper.config import load_config, resolve_config_path
-    from watchkeeper.http import create_app
+    from watchkeeper.front import run_front
     from watchkeeper.logs import configure_logging
-    from watchkeeper.runtime import Runtime
 
     try:
         config = load_config(resolve_config_path(args.config))
@@ -71,14 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"server": server})
     configure_logging(server.log_level, process="front")
-    uvicorn.run(
-        create_app(Runtime(config)),
-        host=server.host,
-        port=server.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=math.ceil(server.grace_period_s),
-    )
+    run_front(config)
     return 0
 
 

@@ -10,11 +10,13 @@ them by ``type`` string and never import the web framework.
     │   ├── InvalidInput       422  a field is missing, of the wrong type or out of bounds
     │   └── PayloadTooLarge    413  the body or an image is over the limit
     ├── NotFound               404  no such model (or job)
-    ├── InputQuarantined       422  this exact input has killed workers; refused for a while
+    ├── InputQuarantined       422  this exact input killed (crashed or hung) two workers;
+    │                               refused for quarantine_s
     ├── Overloaded             429  the model's queue is full                (Retry-After)
     ├── Unavailable            503  no replica can serve now, or shutting down (Retry-After)
     ├── DeadlineExceeded       504  the request's deadline passed (queued or running)
-    ├── WorkerCrashed          502  the worker died under the request, and the retry died too
+    ├── WorkerCrashed          502  the worker died under the request and under its retry
+    │                               (with quarantine_s = 0; otherwise InputQuarantined)
     └── ModelError             500  the model raised while running the request
 
 Each error carries a ``message`` (what happened) and a ``suggestion`` (what to do next).
@@ -138,8 +140,12 @@ _BY_TYPE: dict[str, type[WatchkeeperError]] = {
 
 
 def error_from_type(
-    type_: str, message: str, *, details: dict[str, Any] | None = None
+    type_: str,
+    message: str,
+    *,
+    details: dict[str, Any] | None = None,
+    suggestion: str | None = None,
 ) -> WatchkeeperError:
     """Rebuild an error a worker reported by its ``type`` string (unknown types: ModelError)."""
     cls = _BY_TYPE.get(type_, ModelError)
-    return cls(message, details=details)
+    return cls(message, details=details, suggestion=suggestion)

@@ -5,9 +5,9 @@ worker's main) calls :func:`configure_logging` once, with the static fields that
 lines apart, e.g. ``process="front"`` or ``process="worker", model="cartoon", replica=0``.
 Every line on stderr is then one JSON object::
 
-    {"ts": "2024-06-15T14:10:25.123Z", "level": "info", "event": "request.end",
-     "logger": "watchkeeper.front", "process": "front", "model": "cartoon",
-     "request_id": "9f1c...", "status": 200, "duration_s": 3.21}
+    {"ts": "2026-11-22T01:50:27.123Z", "level": "info", "event": "request.end",
+     "logger": "watchkeeper.http", "process": "front", "request_id": "9f1c...",
+     "model": "cartoon", "status": 200, "queue_ms": 0.4, "inference_ms": 88.1, ...}
 
 Keys, in order: ``ts`` (UTC, milliseconds), ``level``, ``event`` (the log message),
 ``logger``, the static fields, then the fields the call passed (``extra=`` or
@@ -17,19 +17,21 @@ static fields of the same name. Values JSON cannot hold are written with ``str()
 
 Events are short dotted names, so logs can be filtered on ``event`` alone:
 
-- ``server.start``                the front is listening (host, port, models)
-- ``server.stop``                 the front is shutting down (reason)
-- ``request.start``               a request was accepted (request_id, model, method, path)
-- ``request.end``                 a request was answered (request_id, model, status, duration_s)
-- ``request.error``               a request failed (request_id, model, status, error type, message)
+- ``server.start``                the front's models are starting (models)
+- ``server.stop``                 the front has stopped every worker
+- ``request.start``               a predict request was read (request_id, model, params, timeout_s)
+- ``request.end``                 it was answered 200 (status, queue_ms, inference_ms, total_ms,
+                                  worker_pid, attempts)
+- ``request.error``               it was answered with an error (status, error, message, total_ms)
 - ``worker.start``                a worker process was spawned (model, replica, pid)
-- ``worker.ready``                a worker loaded and warmed its model (model, replica, pid, seconds)
-- ``worker.exit``                 a worker process ended (model, pid, exit_code, signal)
-- ``worker.killed``               the supervisor killed a worker (model, pid, reason: deadline, ...)
+- ``worker.loaded``               (worker) the model is set up and warm (device, startup_ms)
+- ``worker.ready``                (front) a worker counts as ready (pid, startup_ms, since_spawn_ms)
+- ``worker.exit``                 a worker process ended (pid, exit_code, exit, killed_for)
+- ``worker.killed``               the front SIGKILLed a worker (pid, reason: deadline, heartbeat,
+                                  probe, operator, load_timeout, model_failed, shutdown)
 - ``worker.load_failed``          a worker could not import, set up or warm its model (stage, error)
-- ``model.ready``                 a model has at least one ready replica
-- ``model.failed``                a model stopped being restarted (crash loop, load failure)
-- ``probe.failed``                a canary inference failed or gave a wrong answer (model, error)
+- ``model.failed``                a model is FAILED: loading failed load_retries times (reason)
+- ``probe.failed``                a canary inference failed or gave a wrong answer (error, failures)
 - ``resources.read_failed``       reading memory, disk or GPU figures for /health failed (error)
 - ``resources.recovered``         readings work again after a failure (previous_error)
 - ``resources.nvml_unavailable``  (debug) no GPU readings: NVML could not start (error)

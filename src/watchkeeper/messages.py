@@ -108,6 +108,7 @@ class ErrorInfo:
     type: str
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+    suggestion: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,8 +4,9 @@ Runs in the front process as one asyncio task per model. Every ``probe_interval_
 sends the model's probe through the normal queue to a real worker, which runs the model's
 ``probe()`` example and checks its output. The probe is skipped when a real request
 succeeded within the interval (that already proved the model works). Two failures in a row
-mark the model unready and recycle the worker that failed; while failing, it probes every
-``RETRY_INTERVAL_S`` so the model is ready again soon after it recovers.
+mark the model unready and recycle the worker that failed; while failing, it probes again
+after ``RETRY_INTERVAL_S``, doubling per failure up to the interval, so a healed model is
+ready again soon and a broken one is not recycled in a tight loop.
 
 Health endpoints only read ``last``: they never run inference inline.
 """
@@ -79,11 +80,18 @@ class Prober:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(RETRY_INTERVAL_S if self.failures else self.interval_s)
+            await asyncio.sleep(self.next_delay_s())
             try:
                 await self.probe_once()
             except Exception:  # a probe bug must not end the probing
                 log.exception("probe loop step failed", extra={"model": self.model})
+
+    def next_delay_s(self) -> float:
+        """The interval, or while failing 1 s doubling per failure (so a broken model is
+        recycled with back-off, and a healed one is ready again soon)."""
+        if not self.failures:
+            return self.interval_s
+        return min(self.interval_s, RETRY_INTERVAL_S * 2 ** (self.failures - 1))
 
     async def probe_once(self) -> ProbeResult | None:
         """Probe now unless there is no point; returns the new result (None: not probed)."""
@@ -92,6 +100,7 @@ class Prober:
         last_success = self.scheduler.last_success_at
         if not self.failures and last_success and time.monotonic() - last_success < self.interval_s:
             self.last = ProbeResult(True, time.time(), None, skipped="a real request succeeded")
+            metrics.PROBE_SUCCESS.labels(self.model).set(1)
             return self.last
         result, replica_pid = await self._run()
         self._record(result, replica_pid)

@@ -5,9 +5,10 @@ Runs in the front process, on the event loop uvicorn runs. Nothing here blocks: 
 answers are assembled from state kept up to date by the supervisors, probers and the
 resource monitor, so they stay fast however busy the models are.
 
-Shutdown, in order (each step bounded): stop taking requests; let accepted requests
-finish within ``grace_period_s``; fail what is left with 503; stop the workers (Stop,
-then SIGKILL after ``STOP_TIMEOUT_S``); stop the resource monitor.
+Shutdown, in order (each step bounded; ``watchkeeper.front`` starts it on the first
+signal): stop taking requests; let accepted requests finish within ``grace_period_s``;
+fail what is left with 503; stop the workers (Stop, then SIGKILL after
+``STOP_TIMEOUT_S``); stop the resource monitor.
 """
 
 from __future__ import annotations
@@ -50,10 +51,18 @@ class Runtime:
         await asyncio.gather(*(s.start() for s in self.services.values()))
         log_event(log, "server.start", models=sorted(self.services))
 
-    async def stop(self) -> None:
+    async def drain(self) -> None:
+        """Refuse new work; give accepted requests ``grace_period_s``; fail the rest (503)."""
+        if self.shutting_down:
+            return
         self.shutting_down = True
         grace = self.config.server.grace_period_s
         await asyncio.gather(*(s.drain(grace) for s in self.services.values()))
+        for service in self.services.values():
+            service.fail_remaining()
+
+    async def stop(self) -> None:
+        await self.drain()
         await asyncio.gather(*(s.stop() for s in self.services.values()))
         await self.monitor.stop()
         log_event(log, "server.stop")
@@ -71,9 +80,11 @@ class Runtime:
     def model_states(self) -> dict[str, str]:
         return {name: s.state.value for name, s in self.services.items()}
 
-    def ready(self) -> tuple[bool, dict[str, str]]:
+    def ready(self) -> tuple[bool, dict[str, str], list[str]]:
+        """Ready when every model serves and none has a full queue; the states; the full."""
         states = self.model_states()
-        return health.is_ready(states, self.shutting_down), states
+        overloaded = sorted(name for name, s in self.services.items() if s.overloaded)
+        return health.is_ready(states, self.shutting_down) and not overloaded, states, overloaded
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """The full report for ``GET /health`` and its HTTP status."""
@@ -82,6 +93,8 @@ class Runtime:
         models = {name: s.health() for name, s in self.services.items()}
         states = {name: m["state"] for name, m in models.items()}
         status = health.overall_status(states, res_status, self.shutting_down)
+        if status == "ok" and any(s.overloaded for s in self.services.values()):
+            status = "degraded"
         body = {
             "status": status,
             "checked_at": time.time(),

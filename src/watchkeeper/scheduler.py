@@ -32,6 +32,7 @@ from watchkeeper.errors import (
     Overloaded,
     Unavailable,
     WatchkeeperError,
+    WorkerCrashed,
     error_from_type,
 )
 from watchkeeper.messages import BatchDone, Item, ProbeDone, RunBatch, RunProbe
@@ -271,7 +272,9 @@ class Scheduler:
         pid = inflight.replica.pid
         for pending, result in zip(inflight.items, message.results, strict=True):
             if result.error is not None:
-                error = error_from_type(result.error.type, result.error.message, details=result.error.details)
+                info = result.error
+                error = error_from_type(info.type, info.message, details=info.details,
+                                        suggestion=info.suggestion)
                 self._finish(pending, None, error)
                 continue
             self.last_success_at = time.monotonic()
@@ -299,12 +302,14 @@ class Scheduler:
         del self.inflight[inflight.batch_id]
         inflight.timer.cancel()
         reason = replica.kill_reason
-        counts = len(inflight.items) == 1 and reason in (None, "deadline")
+        counts = (len(inflight.items) == 1 and reason in (None, "deadline")
+                  and inflight.items[0].kind is Kind.REQUEST)
         retry: list[Pending] = []
         for pending in inflight.items:
             if counts:
                 pending.deaths += 1
-                self.quarantine.record_death(pending.fingerprint)
+                if self.quarantine.quarantine_s > 0:
+                    self.quarantine.record_death(pending.fingerprint)
             error = self._death_error(pending, reason, exit_desc)
             if error is None:
                 pending.solo = True
@@ -320,6 +325,11 @@ class Scheduler:
             return DeadlineExceeded(self._deadline_message(pending))
         if pending.kind is Kind.PROBE:
             return Unavailable(f"the worker died during the probe ({exit_desc})")
+        if pending.deaths >= self.quarantine.max_deaths and self.quarantine.quarantine_s <= 0:
+            return WorkerCrashed(
+                f"this request killed {pending.deaths} workers of model '{self.model}' "
+                f"(last: {exit_desc})"
+            )
         if pending.deaths >= self.quarantine.max_deaths:
             return InputQuarantined(
                 f"this input killed {pending.deaths} workers of model '{self.model}' (last: "
@@ -327,7 +337,8 @@ class Scheduler:
                 retry_after_s=self.quarantine.quarantine_s,
             )
         if self.closed:
-            return Unavailable(f"the worker died ({exit_desc}) while the server shuts down")
+            return Unavailable(f"the worker died ({exit_desc}) while the server shuts down",
+                               retry_after_s=5)
         return None
 
     def _deadline_message(self, pending: Pending) -> str:

@@ -42,6 +42,7 @@ class ModelService:
             on_ready=lambda replica: self.scheduler.dispatch(),
             on_done=lambda replica, message: self.scheduler.on_done(replica, message),
             on_lost=lambda replica, desc: self.scheduler.on_replica_lost(replica, desc),
+            on_failed=lambda reason: self.scheduler.fail_all(self._failed_error()),
         )
         self.supervisor.schema_callback = self._set_schema
         self.scheduler = Scheduler(
@@ -75,10 +76,17 @@ class ModelService:
         while not self.scheduler.idle and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
+    def fail_remaining(self) -> None:
+        """The end of a shutdown's grace period: whatever has not finished gets 503."""
+        self.scheduler.close()
+        self.scheduler.fail_all(
+            Unavailable("the server is shutting down", suggestion="Retry on another instance.",
+                        retry_after_s=5)
+        )
+
     async def stop(self) -> None:
         await self.prober.stop()
-        self.scheduler.close()
-        self.scheduler.fail_all(Unavailable("the server is shutting down", retry_after_s=5))
+        self.fail_remaining()
         await self.supervisor.stop()
 
     async def restart(self) -> None:
@@ -87,6 +95,11 @@ class ModelService:
     @property
     def state(self) -> ModelState:
         return self.supervisor.state
+
+    @property
+    def overloaded(self) -> bool:
+        """The queue is full: new requests get 429 (and /readyz says so)."""
+        return self.scheduler.depth >= self.config.max_queue
 
     # --- requests ------------------------------------------------------------------
 
@@ -111,11 +124,14 @@ class ModelService:
 
     def _refuse_if_failed(self) -> None:
         if self.supervisor.failed_reason is not None:
-            raise Unavailable(
-                f"model '{self.name}' is FAILED: {self.supervisor.failed_reason}",
-                suggestion=f"Fix the cause, then POST /admin/models/{self.name}/restart.",
-                retry_after_s=60,
-            )
+            raise self._failed_error()
+
+    def _failed_error(self) -> Unavailable:
+        return Unavailable(
+            f"model '{self.name}' is FAILED: {self.supervisor.failed_reason}",
+            suggestion=f"Fix the cause, then POST /admin/models/{self.name}/restart.",
+            retry_after_s=60,
+        )
 
     def check_params(self, params: dict[str, Any]) -> None:
         """Check params against the model's published schema (when a worker has sent it)."""
@@ -166,6 +182,7 @@ class ModelService:
             "ready_replicas": sup.ready_count,
             "replicas": [self._slot_health(slot) for slot in sup.slots],
             "queue_depth": self.scheduler.depth,
+            "overloaded": self.overloaded,
             "in_flight": sum(len(f.items) for f in self.scheduler.inflight.values()),
             "quarantined_inputs": len(self.quarantine),
             "probe": self.prober.last.to_dict() if self.prober.last else None,
@@ -177,7 +194,7 @@ class ModelService:
         metrics.QUARANTINED_INPUTS.labels(self.name).set(len(self.quarantine))
         metrics.set_state(metrics.MODEL_STATE, self.name, self.state.value,
                           [s.value for s in ModelState])
-        states = [r.state.value for r in self.supervisor.replicas()]
+        states = [s.replica.state.value if s.replica else "dead" for s in self.supervisor.slots]
         for state in ReplicaState:
             metrics.REPLICAS.labels(self.name, state.value).set(states.count(state.value))
 

@@ -42,6 +42,8 @@ log = logging.getLogger("watchkeeper.supervisor")
 WATCH_INTERVAL_S = 0.2
 #: How often each worker's resident memory is read for /health and /metrics.
 RSS_INTERVAL_S = 2.0
+#: Kill reasons that say nothing about the model: the worker is replaced at once.
+DELIBERATE_KILLS = frozenset({"operator", "probe", "deadline", "heartbeat"})
 #: How long workers get to exit after Stop before they are SIGKILLed.
 STOP_TIMEOUT_S = 5.0
 
@@ -83,6 +85,7 @@ class Supervisor:
         on_ready: Callable[[Replica], None],
         on_done: Callable[[Replica, BatchDone | ProbeDone], None],
         on_lost: Callable[[Replica, str], None],
+        on_failed: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.model = model
         self.config = config
@@ -97,6 +100,7 @@ class Supervisor:
         self._on_ready = on_ready
         self._on_done = on_done
         self._on_lost = on_lost
+        self._on_failed = on_failed
         self._watch_task: asyncio.Task[None] | None = None
         self._last_rss_at = 0.0
 
@@ -245,7 +249,7 @@ class Supervisor:
             return
         restart_reason = reason or ("crash" if replica.ready_at else "load_failed")
         metrics.WORKER_RESTARTS_TOTAL.labels(self.model, restart_reason).inc()
-        if replica.ready_at is None:
+        if replica.ready_at is None and reason not in DELIBERATE_KILLS:
             self._load_failed(slot, returncode)
         elif reason is not None:
             self._schedule_start(slot, 0.0)
@@ -275,6 +279,7 @@ class Supervisor:
             if slot.replica is not None:
                 slot.replica.kill("model_failed")
         log_event(log, "model.failed", logging.ERROR, model=self.model, reason=reason)
+        self._on_failed(reason)
 
     # --- the watch loop ------------------------------------------------------------------
 
@@ -311,5 +316,4 @@ class Supervisor:
             replica = slot.replica
             pid = replica.pid if replica is not None and replica.alive else None
             slot.rss_bytes = process_rss(pid) if pid is not None else None
-            if slot.rss_bytes is not None:
-                metrics.WORKER_RSS_BYTES.labels(self.model, str(slot.index)).set(slot.rss_bytes)
+            metrics.WORKER_RSS_BYTES.labels(self.model, str(slot.index)).set(slot.rss_bytes or 0)

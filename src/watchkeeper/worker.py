@@ -109,7 +109,7 @@ def describe_validation(where: str, exc: ValidationError, cls: type[BaseModel]) 
 
 def error_info(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, WatchkeeperError):
-        return ErrorInfo(exc.type, exc.message, exc.details)
+        return ErrorInfo(exc.type, exc.message, exc.details, exc.suggestion or None)
     return ErrorInfo(ModelError.type, f"{type(exc).__name__}: {exc}")
 
 
@@ -129,9 +129,7 @@ class Worker:
         timings: dict[str, float] = {}
         cls = self._timed(timings, "import", ExitCode.APP_NOT_FOUND, import_app, self.spec.app)
         limit_threads(self.spec.threads)
-        self.model = model = cls()
-        self.device = resolve_device(self.spec.device)
-        self._timed(timings, "setup", ExitCode.LOAD_FAILED, model.setup, self.device)
+        self.model = self._timed(timings, "setup", ExitCode.LOAD_FAILED, self._set_up, cls)
         self._timed(timings, "warmup", ExitCode.LOAD_FAILED, self._warm_up)
         return timings
 
@@ -145,6 +143,12 @@ class Worker:
             raise LoadError(stage, code) from exc
         timings[stage] = round((time.perf_counter() - start) * 1000, 2)
         return result
+
+    def _set_up(self, cls: type[Model]) -> Model:
+        model = cls()
+        self.device = resolve_device(self.spec.device)
+        model.setup(self.device)
+        return model
 
     def _warm_up(self) -> None:
         assert self.model is not None

@@ -165,3 +165,29 @@ def test_failed_model_makes_check_exit_1(serve: ServerFactory) -> None:
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 1
     assert "broken: failed" in result.stdout
+
+
+def test_sigterm_answers_503_to_what_outlives_the_grace_period(serve: ServerFactory) -> None:
+    srv = serve({"chaos": {"app": CHAOS, **FAST, "timeout_s": 30}}, server={"grace_period_s": 1})
+    slow = in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 20, "tag": "slow"},
+                         headers={"X-Request-ID": "slow-1"})
+    wait_for(lambda: srv.model_health("chaos")["in_flight"] == 1, 5)
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    slow["thread"].join(15)
+    response = slow["result"]
+    assert response.status_code == 503, response.text
+    assert response.headers["X-Request-ID"] == "slow-1"
+    assert response.json()["error"]["type"] == "unavailable"
+    assert "Retry-After" in response.headers
+    assert srv.proc.wait(15) in (0, -signal.SIGTERM)
+    assert time.monotonic() - started < 10
+
+
+def test_requests_queued_when_a_model_fails_get_503_at_once(serve: ServerFactory) -> None:
+    srv = serve({"slow": {"app": FAILING, **FAST, "timeout_s": 30}}, wait=False)
+    started = time.monotonic()
+    response = srv.predict("slow", {})
+    assert response.status_code == 503, response.text
+    assert "FAILED" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 15

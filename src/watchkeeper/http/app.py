@@ -34,6 +34,8 @@ __all__ = ["create_app", "json_response"]
 
 log = logging.getLogger("watchkeeper.http")
 
+#: The ``model`` label of requests to a model that is not served (keeps label values bounded).
+UNKNOWN_MODEL = "_unknown"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
@@ -96,6 +98,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             error = errors.BadInput(str(exc.detail), suggestion="See /docs for the API.")
         response = error_response(error, request_id_of(request))
         response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
 
 
@@ -106,8 +109,9 @@ def _add_health_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.get("/readyz", tags=["health"], summary="Every model has a ready replica")
     async def readyz() -> Response:
-        ready, states = runtime.ready()
-        return json_response({"ready": ready, "models": states}, 200 if ready else 503)
+        ready, states, overloaded = runtime.ready()
+        body = {"ready": ready, "models": states, "overloaded": overloaded}
+        return json_response(body, 200 if ready else 503)
 
     @app.get("/health", tags=["health"], summary="Everything, as JSON (200 or 503)")
     async def health() -> Response:
@@ -140,17 +144,18 @@ def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:
 
     @app.post("/v1/models/{name}/predict", tags=["models"], summary="Run one request")
     async def predict(name: str, request: Request) -> Response:
-        service = runtime.service(name)
         request_id = request_id_of(request)
         started = time.perf_counter()
-        timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
-        body = await parse_predict(request, await read_body(request, limit))
-        log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
-                  timeout_s=timeout_s)
+        label = name if name in runtime.services else UNKNOWN_MODEL
         try:
+            service = runtime.service(name)
+            timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
+            body = await parse_predict(request, await read_body(request, limit))
+            log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
+                      timeout_s=timeout_s)
             outcome = await service.predict(request_id, body.inputs, body.params, timeout_s)
         except errors.WatchkeeperError as exc:
-            _record(name, status_of(exc), started)
+            _record(label, status_of(exc), started)
             log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
                       status=status_of(exc), error=exc.type, message=exc.message,
                       total_ms=_ms_since(started))

@@ -150,6 +150,7 @@ def parse_timeout(header: str | None, model_timeout_s: float) -> float:
         value = -1.0
     if not value > 0 or value != value or value == float("inf"):
         raise BadInput(
-            f"X-Request-Timeout must be a positive number of seconds (got '{header[:50]}')"
+            f"X-Request-Timeout must be a positive number of seconds (got '{header[:50]}')",
+            suggestion=f"Send e.g. 'X-Request-Timeout: 5'; the model's limit is {model_timeout_s:g} s.",
         )
     return min(value, model_timeout_s)

@@ -1,0 +1,75 @@
+"""The front process: uvicorn serving the HTTP app, and its shutdown sequence.
+
+Runs in the front process (``watchkeeper serve``). One thread runs the asyncio event loop
+that carries everything: HTTP, the schedulers, supervisors, probers and the resource
+monitor (its readings go through a worker thread). The front never imports a model.
+
+Shutdown on SIGTERM or SIGINT, each step bounded:
+
+1. The signal handler only schedules :meth:`Runtime.drain` on the loop and tells uvicorn
+   to exit (a second signal forces the exit).
+2. ``drain``: ``/readyz`` turns 503, new requests get 503 + Retry-After, requests already
+   accepted may finish for ``grace_period_s``; what is left then gets 503, so no client
+   is left hanging or cut off without an answer.
+3. uvicorn closes its listening socket and waits for open requests (at most
+   ``grace_period_s`` + ``UVICORN_GRACE_MARGIN_S``).
+4. The app's lifespan ends: the runtime stops the workers (Stop, then SIGKILL after
+   ``supervisor.STOP_TIMEOUT_S``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from types import FrameType
+
+import uvicorn
+
+from watchkeeper.config import Config
+from watchkeeper.http import create_app
+from watchkeeper.runtime import Runtime
+
+__all__ = ["FrontServer", "UVICORN_GRACE_MARGIN_S", "run_front"]
+
+#: uvicorn waits this much longer than the drain, so the drain's 503s are delivered.
+UVICORN_GRACE_MARGIN_S = 2.0
+
+
+class FrontServer(uvicorn.Server):
+    """uvicorn's server, with the runtime's drain started by the first exit signal."""
+
+    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: stop waiting
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_drain)
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self.runtime.drain())
+
+
+def run_front(config: Config) -> None:
+    """Serve until a signal; returns after the shutdown sequence (workers stopped)."""
+    server = config.server
+    runtime = Runtime(config)
+    uv_config = uvicorn.Config(
+        create_app(runtime),
+        host=server.host,
+        port=server.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=math.ceil(server.grace_period_s + UVICORN_GRACE_MARGIN_S),
+    )
+    FrontServer(uv_config, runtime).run()
+
