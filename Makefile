@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 
-.PHONY: install install-dev run test lint bench clean
+.PHONY: install install-dev run test lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/recovery.py
+
+# What bench/serving.py needs: wrk (Debian package) and the servers it compares with.
+bench-deps: $(BIN)/python
+	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/pip install --quiet -e '.[bench]'
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

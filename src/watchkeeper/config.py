@@ -172,6 +172,12 @@ class ModelConfig(_Frozen):
         description="Most requests sent to a worker in one batch; unset: the model's own "
         "`max_batch_size` (a larger value is lowered to it).",
     )
+    fork_from_template: bool = Field(
+        default=True,
+        description="Load the model once in a template process and fork workers from it, "
+        "so a replaced worker starts without reading its weights again (CPU only: GPU "
+        "models are always spawned, as CUDA does not survive a fork).",
+    )
     threads: StrictInt = Field(
         default=0,
         ge=0,

@@ -11,6 +11,14 @@ and pickles them over one socket per worker. The conversation of one worker::
       |-- ProbeDone(id, ok, error, ms) ------->|
       |-- Heartbeat() ------------------------>|   every heartbeat_interval_s while idle
       |<-------------- Stop() -----------------|   finish, then exit 0
+
+A model's template process (``watchkeeper.template``) talks on its own socket::
+
+    template                                 front
+      |-- TemplateReady / TemplateUnsafe ----->|   or LoadFailed, then exit 3/4
+      |<-------- ForkRequest(token, spec) + fd-|   fd: the new worker's end of its socket
+      |-- Forked(token, pid) / ForkFailed ---->|   the child then speaks as a worker on fd
+      |-- ChildExited(pid, returncode) ------->|   the template reaps its children
 """
 
 from __future__ import annotations
@@ -34,8 +42,15 @@ __all__ = [
     "Heartbeat",
     "BatchDone",
     "ProbeDone",
+    "TemplateReady",
+    "TemplateUnsafe",
+    "ForkRequest",
+    "Forked",
+    "ForkFailed",
+    "ChildExited",
     "FrontMessage",
     "WorkerMessage",
+    "TemplateMessage",
 ]
 
 
@@ -153,5 +168,54 @@ class ProbeDone:
     latency_ms: float
 
 
+# --- front <-> template (one SOCK_SEQPACKET socket; a ForkRequest carries the new worker's
+# socket as SCM_RIGHTS) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateReady:
+    """The template has imported and set up the model (never run it) and can fork."""
+
+    pid: int
+    device: str
+    timings_ms: dict[str, float]  # import, setup
+    native_threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateUnsafe:
+    """Forking this model is not safe (e.g. CUDA is initialised); workers must be spawned."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ForkRequest:
+    token: int
+    spec: WorkerSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Forked:
+    token: int
+    pid: int
+    fork_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ForkFailed:
+    token: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildExited:
+    """A forked worker ended; ``returncode`` as subprocess reports it (-N for signal N)."""
+
+    pid: int
+    returncode: int
+
+
 FrontMessage = RunBatch | RunProbe | Stop
 WorkerMessage = Ready | LoadFailed | Heartbeat | BatchDone | ProbeDone
+TemplateMessage = TemplateReady | TemplateUnsafe | LoadFailed | Forked | ForkFailed | ChildExited

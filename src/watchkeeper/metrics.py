@@ -66,7 +66,7 @@ RESTART_REASONS: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
-STARTUP_PHASES: tuple[str, ...] = ("import", "setup", "warmup")
+STARTUP_PHASES: tuple[str, ...] = ("import", "setup", "fork", "warmup")
 
 _P = "watchkeeper_"
 

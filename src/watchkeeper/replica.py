@@ -3,10 +3,12 @@
 Runs in the front process, on its event loop. No policy lives here (when to restart, what to
 do with its requests): that is ``watchkeeper.supervisor``'s and ``watchkeeper.scheduler``'s.
 
-A replica is started with ``subprocess.Popen`` (a fresh interpreter, nothing inherited but
-one end of a socket pair), in a session of its own so a terminal's Ctrl-C reaches only the
-front, which decides when workers stop. The worker asks the kernel to SIGKILL it if the
-front dies, so no worker outlives its front.
+A replica is forked from its model's template (``watchkeeper.template``: the weights are
+already loaded) or started with ``subprocess.Popen`` (a fresh interpreter, nothing
+inherited but one end of a socket pair), in a session of its own so a terminal's Ctrl-C
+reaches only the front, which decides when workers stop. A worker asks the kernel to
+SIGKILL it when its parent (the front, or the template) dies, and the template does the
+same for the front, so no worker outlives its front.
 
 Exit is noticed at once through a pidfd registered with the event loop; messages arrive
 through an asyncio stream reader task. Both hand over to the owner's callbacks.
@@ -30,9 +32,20 @@ from typing import Any
 
 from watchkeeper.logs import log_event
 from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
+from watchkeeper.template_handle import TemplateHandle
 from watchkeeper.wire import ChannelClosed, encode, read_message
 
 __all__ = ["ReplicaState", "Replica", "describe_exit"]
+
+
+def _pid_alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
+    if proc is not None:
+        return proc.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 log = logging.getLogger("watchkeeper.replica")
 
@@ -84,22 +97,33 @@ class Replica:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pidfd: int | None = None
+        self.forked_from: TemplateHandle | None = None
+        self._exit_seen = False
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Spawn the worker and start listening to it (returns once the process exists)."""
+    async def start(self, template: TemplateHandle | None = None) -> None:
+        """Fork the worker from ``template`` or spawn a fresh interpreter; returns once the
+        process exists. Raises ForkError (the caller may spawn instead) or OSError."""
         ours, theirs = socket.socketpair()
         try:
-            self._proc = subprocess.Popen(
-                self._command(theirs.fileno()),
-                pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            if template is not None:
+                forked = await template.fork(self.spec, theirs.fileno())
+                self.pid, self.forked_from = forked.pid, template
+                self.timings_ms = {"fork": forked.fork_ms}
+            else:
+                self._proc = subprocess.Popen(
+                    self._command(theirs.fileno()),
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                self.pid = self._proc.pid
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
-        self.pid = self._proc.pid
         reader, self._writer = await asyncio.open_connection(sock=ours)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
         self._watch_exit()
@@ -118,7 +142,7 @@ class Replica:
         ]
 
     def _watch_exit(self) -> None:
-        """Call ``_exited`` as soon as the process ends (pidfd), or poll where there is none."""
+        """Handle the exit as soon as the process ends (pidfd), or poll where there is none."""
         assert self.pid is not None
         loop = asyncio.get_running_loop()
         try:
@@ -126,22 +150,31 @@ class Replica:
         except (AttributeError, OSError):
             loop.create_task(self._poll_exit())
             return
-        loop.add_reader(self._pidfd, self._exited)
+        loop.add_reader(self._pidfd, self._pidfd_readable)
 
     async def _poll_exit(self) -> None:
-        while self._proc is not None and self._proc.poll() is None:
+        while self.pid is not None and _pid_alive(self.pid, self._proc):
             await asyncio.sleep(0.05)
-        self._exited()
+        await self._exited()
 
-    def _exited(self) -> None:
+    def _pidfd_readable(self) -> None:
         if self._pidfd is not None:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
-        if self.state is ReplicaState.DEAD or self._proc is None:
+        asyncio.get_running_loop().create_task(self._exited())
+
+    async def _exited(self) -> None:
+        if self._exit_seen:
             return
-        # The pidfd is readable only once the process is a zombie: wait() returns at once.
-        self.returncode = self._proc.wait(timeout=5)
+        self._exit_seen = True
+        if self.forked_from is not None:
+            assert self.pid is not None
+            self.returncode = await self.forked_from.exit_code(self.pid)
+        else:
+            assert self._proc is not None
+            # The pidfd is readable only once the process is a zombie: wait() returns at once.
+            self.returncode = self._proc.wait(timeout=5)
         self.state = ReplicaState.DEAD
         if self._writer is not None:
             self._writer.close()

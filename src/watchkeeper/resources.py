@@ -32,6 +32,7 @@ import psutil
 from watchkeeper.logs import log_event
 
 __all__ = [
+    "uses_gpu",
     "DiskReading",
     "GpuReading",
     "MemoryReading",
@@ -199,6 +200,11 @@ def read_gpus() -> tuple[GpuReading, ...]:
         total, used = int(memory.total), int(memory.used)
         readings.append(GpuReading(index, str(name), total, used, _percent(used, total)))
     return tuple(readings)
+
+
+def uses_gpu(device: str) -> bool:
+    """Whether a model configured for ``device`` will run on a GPU here."""
+    return device.startswith("cuda") or (device == "auto" and bool(read_gpus()))
 
 
 def read_resources(paths: Sequence[Path]) -> ResourceSnapshot:

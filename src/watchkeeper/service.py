@@ -180,12 +180,27 @@ class ModelService:
             "state": sup.state.value,
             "reason": sup.failed_reason or sup.unready_reason,
             "ready_replicas": sup.ready_count,
+            "load_failures": sup.load_failures,
             "replicas": [self._slot_health(slot) for slot in sup.slots],
             "queue_depth": self.scheduler.depth,
             "overloaded": self.overloaded,
             "in_flight": sum(len(f.items) for f in self.scheduler.inflight.values()),
             "quarantined_inputs": len(self.quarantine),
             "probe": self.prober.last.to_dict() if self.prober.last else None,
+            "template": self._template_health(),
+        }
+
+    def _template_health(self) -> dict[str, Any]:
+        keeper = self.supervisor.keeper
+        handle = keeper.handle
+        if not keeper.enabled or handle is None:
+            return {"state": "off", "reason": keeper.disabled_reason}
+        return {
+            "state": handle.state.value,
+            "pid": handle.pid if not handle.dead else None,
+            "startup_ms": handle.timings_ms,
+            "error": handle.error,
+            "deaths": keeper.deaths,
         }
 
     def refresh_gauges(self) -> None:

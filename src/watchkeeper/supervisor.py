@@ -32,8 +32,10 @@ from watchkeeper.backoff import restart_delay
 from watchkeeper.config import ModelConfig
 from watchkeeper.logs import log_event
 from watchkeeper.messages import BatchDone, ExitCode, LoadFailed, ProbeDone, Ready, Stop, WorkerSpec
+from watchkeeper.preload import TemplateKeeper
 from watchkeeper.replica import Replica, ReplicaState, describe_exit
-from watchkeeper.resources import process_rss
+from watchkeeper.resources import process_rss, uses_gpu
+from watchkeeper.template_handle import ForkError, TemplateHandle
 
 __all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S"]
 
@@ -103,6 +105,12 @@ class Supervisor:
         self._on_failed = on_failed
         self._watch_task: asyncio.Task[None] | None = None
         self._last_rss_at = 0.0
+        self.keeper = TemplateKeeper(
+            self._spec(-1),
+            load_timeout_s=config.load_timeout_s,
+            on_load_failed=self._template_load_failed,
+            enabled=config.fork_from_template and not uses_gpu(config.device),
+        )
 
     # --- queries -------------------------------------------------------------------
 
@@ -130,9 +138,12 @@ class Supervisor:
     # --- start and stop ---------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start loading (returns at once: readiness is reported as workers come up)."""
+        loop = asyncio.get_running_loop()
+        self.keeper.start()
         for slot in self.slots:
-            await self._spawn(slot)
-        self._watch_task = asyncio.get_running_loop().create_task(self._watch())
+            loop.create_task(self._spawn(slot))
+        self._watch_task = loop.create_task(self._watch())
 
     async def stop(self) -> None:
         """Ask every worker to stop, SIGKILL those still there after STOP_TIMEOUT_S."""
@@ -151,12 +162,14 @@ class Supervisor:
                 replica.kill("shutdown")
         for replica in live:
             await replica.wait_dead(STOP_TIMEOUT_S)
+        await self.keeper.stop()
 
     async def restart(self) -> None:
-        """Operator restart: forget FAILED and back-off, replace every worker now."""
+        """Operator restart: forget FAILED and back-off, load afresh, replace every worker."""
         self.failed_reason = None
         self.unready_reason = None
         self.load_failures = 0
+        await self.keeper.restart()
         for slot in self.slots:
             slot.crash_streak = 0
             if slot.restart_timer is not None:
@@ -165,7 +178,7 @@ class Supervisor:
             if slot.replica is not None and slot.replica.alive:
                 slot.replica.kill("operator")  # its exit starts the replacement
             else:
-                await self._spawn(slot)
+                asyncio.get_running_loop().create_task(self._spawn(slot))
 
     def recycle(self, replica: Replica, reason: str) -> None:
         """Replace a worker that is alive but not trusted (e.g. its probe failed)."""
@@ -173,31 +186,60 @@ class Supervisor:
 
     # --- spawning ----------------------------------------------------------------------
 
-    async def _spawn(self, slot: Slot) -> None:
-        slot.restart_timer = None
-        if self.stopping or self.failed_reason is not None:
-            return
+    def _spec(self, index: int) -> WorkerSpec:
         cfg = self.config
-        spec = WorkerSpec(
+        return WorkerSpec(
             model=self.model,
             app=cfg.app,
             device=cfg.device,
-            replica=slot.index,
+            replica=index,
             heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 4),
             threads=cfg.threads or max(1, len(os.sched_getaffinity(0)) // cfg.replicas),
             log_level=self.log_level,
         )
-        replica = Replica(spec, self._message, self._exited)
+
+    async def _spawn(self, slot: Slot) -> None:
+        """Start the slot's worker: forked from the template when there is one, else spawned."""
+        slot.restart_timer = None
+        template = await self.keeper.template()
+        if self.stopping or self.failed_reason is not None:
+            return
+        replica = Replica(self._spec(slot.index), self._message, self._exited)
         slot.replica = replica
         slot.starts += 1
         try:
-            await replica.start()
+            await self._start_replica(replica, template)
         except OSError as exc:
             slot.last_exit = f"could not start: {exc}"
             log_event(log, "worker.start_failed", logging.ERROR, model=self.model, error=str(exc))
             self._schedule_start(slot, restart_delay(self.load_failures + 2))
             return
-        log_event(log, "worker.start", model=self.model, replica=slot.index, pid=replica.pid)
+        how = "forked" if replica.forked_from is not None else "spawned"
+        log_event(log, "worker.start", model=self.model, replica=slot.index, pid=replica.pid, how=how)
+
+    async def _start_replica(self, replica: Replica, template: TemplateHandle | None) -> None:
+        if template is not None:
+            try:
+                await replica.start(template)
+                return
+            except ForkError as exc:
+                log_event(log, "worker.fork_failed", logging.WARNING, model=self.model,
+                          replica=replica.index, error=str(exc))
+        await replica.start()
+
+    def _template_load_failed(self, reason: str, fatal: bool) -> float | None:
+        """The template could not load the model: a load failure (None: the model FAILED)."""
+        self.load_failures += 1
+        for slot in self.slots:
+            slot.last_load_error = reason
+        metrics.WORKER_RESTARTS_TOTAL.labels(self.model, "load_failed").inc()
+        if fatal:
+            self.fail(f"the app '{self.config.app}' cannot be loaded: {reason}")
+            return None
+        if self.load_failures >= self.config.load_retries:
+            self.fail(f"loading failed {self.load_failures} times in a row; last: {reason}")
+            return None
+        return restart_delay(self.load_failures + 1, cap_s=self.config.restart_backoff_max_s)
 
     def _schedule_start(self, slot: Slot, delay_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -224,7 +266,7 @@ class Supervisor:
         replica.state = ReplicaState.READY
         replica.ready_at = time.monotonic()
         replica.schema = message.schema
-        replica.timings_ms = message.timings_ms
+        replica.timings_ms = {**replica.timings_ms, **message.timings_ms}
         self.load_failures = 0
         self.ever_ready = True
         if self.schema_callback is not None:
@@ -278,6 +320,7 @@ class Supervisor:
                 slot.restart_timer = None
             if slot.replica is not None:
                 slot.replica.kill("model_failed")
+        asyncio.get_running_loop().create_task(self.keeper.stop())
         log_event(log, "model.failed", logging.ERROR, model=self.model, reason=reason)
         self._on_failed(reason)
 

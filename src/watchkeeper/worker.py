@@ -30,7 +30,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -56,8 +56,9 @@ from watchkeeper.messages import (
 )
 from watchkeeper.wire import BlockingChannel, ChannelClosed
 
-__all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent",
-           "error_info", "import_app", "limit_threads", "main", "resolve_device"]
+__all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent", "error_info",
+           "import_app", "limit_threads", "load_model", "main", "resolve_device", "run_worker",
+           "start_process"]
 
 log = logging.getLogger("watchkeeper.worker")
 
@@ -113,42 +114,56 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(ModelError.type, f"{type(exc).__name__}: {exc}")
 
 
+Report = Callable[[Any], None]
+
+
+def _timed(timings: dict[str, float], stage: str, code: ExitCode, report: Report,
+           fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one start-up stage; on failure report LoadFailed and raise LoadError."""
+    start = time.perf_counter()
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        report(LoadFailed(stage, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        log_event(log, "worker.load_failed", logging.ERROR, stage=stage, error=str(exc))
+        raise LoadError(stage, code) from exc
+    timings[stage] = round((time.perf_counter() - start) * 1000, 2)
+    return result
+
+
+def load_model(spec: WorkerSpec, timings: dict[str, float], report: Report) -> tuple[Model, str]:
+    """Import the app and set the model up on its device (no inference yet)."""
+    cls = _timed(timings, "import", ExitCode.APP_NOT_FOUND, report, import_app, spec.app)
+    limit_threads(spec.threads)
+    return _timed(timings, "setup", ExitCode.LOAD_FAILED, report, _set_up, cls, spec.device)  # type: ignore[no-any-return]
+
+
+def _set_up(cls: type[Model], requested_device: str) -> tuple[Model, str]:
+    model = cls()
+    device = resolve_device(requested_device)
+    model.setup(device)
+    return model, device
+
+
 class Worker:
     """One loaded model and the loop that serves it."""
 
-    def __init__(self, spec: WorkerSpec, channel: BlockingChannel) -> None:
+    def __init__(self, spec: WorkerSpec, channel: BlockingChannel,
+                 model: Model | None = None, device: str | None = None) -> None:
         self.spec = spec
         self.channel = channel
-        self.model: Model | None = None
-        self.device = spec.device
+        self.model = model
+        self.device = device or spec.device
 
     # --- start-up --------------------------------------------------------------
 
-    def load(self) -> dict[str, float]:
-        """Import, set up and warm up the model; returns the milliseconds of each stage."""
-        timings: dict[str, float] = {}
-        cls = self._timed(timings, "import", ExitCode.APP_NOT_FOUND, import_app, self.spec.app)
-        limit_threads(self.spec.threads)
-        self.model = self._timed(timings, "setup", ExitCode.LOAD_FAILED, self._set_up, cls)
-        self._timed(timings, "warmup", ExitCode.LOAD_FAILED, self._warm_up)
+    def load(self, timings: dict[str, float] | None = None) -> dict[str, float]:
+        """Load the model (unless a template did) and warm it up; the ms of each stage."""
+        timings = dict(timings or {})
+        if self.model is None:
+            self.model, self.device = load_model(self.spec, timings, self.channel.send)
+        _timed(timings, "warmup", ExitCode.LOAD_FAILED, self.channel.send, self._warm_up)
         return timings
-
-    def _timed(self, timings: dict[str, float], stage: str, code: ExitCode, fn: Any, *a: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            result = fn(*a)
-        except Exception as exc:
-            self.channel.send(LoadFailed(stage, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            log_event(log, "worker.load_failed", logging.ERROR, stage=stage, error=str(exc))
-            raise LoadError(stage, code) from exc
-        timings[stage] = round((time.perf_counter() - start) * 1000, 2)
-        return result
-
-    def _set_up(self, cls: type[Model]) -> Model:
-        model = cls()
-        self.device = resolve_device(self.spec.device)
-        model.setup(self.device)
-        return model
 
     def _warm_up(self) -> None:
         assert self.model is not None
@@ -280,8 +295,22 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(ExitCode.OK)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="watchkeeper.worker")
+def run_worker(worker: Worker, timings: dict[str, float] | None = None) -> int:
+    """Load (or only warm up), say Ready, serve until Stop; the process's exit code."""
+    try:
+        timings = worker.load(timings)
+        worker.channel.send(Ready(os.getpid(), worker.device, worker.schema(), timings))
+        log_event(log, "worker.loaded", device=worker.device, startup_ms=timings)
+        return worker.serve()
+    except LoadError as exc:
+        return exc.exit_code
+    except ChannelClosed:
+        return ExitCode.OK
+
+
+def start_process(role: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, WorkerSpec]:
+    """What a worker or template process does first: parent watch, signals, threads, logs."""
+    parser = argparse.ArgumentParser(prog=f"watchkeeper.{role}")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--spec", required=True)
@@ -291,18 +320,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.nice(WORKER_NICENESS)  # under CPU contention the front (health, routing) goes first
     spec = WorkerSpec(**json.loads(args.spec))
     limit_threads(spec.threads)
-    configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
+    configure_logging(spec.log_level, process=role, model=spec.model, replica=spec.replica)
+    return args, spec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, spec = start_process("worker", argv)
     channel = BlockingChannel(socket.socket(fileno=args.fd))
-    worker = Worker(spec, channel)
-    try:
-        timings = worker.load()
-        channel.send(Ready(os.getpid(), worker.device, worker.schema(), timings))
-        log_event(log, "worker.loaded", device=worker.device, startup_ms=timings)
-        return worker.serve()
-    except LoadError as exc:
-        return exc.exit_code
-    except ChannelClosed:
-        return ExitCode.OK
+    return run_worker(Worker(spec, channel))
 
 
 if __name__ == "__main__":

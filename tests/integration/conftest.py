@@ -81,6 +81,8 @@ class Server:
         body: dict[str, Any] = self.get("/health").json()
         for model in body["models"].values():
             self.seen_workers.update(r["pid"] for r in model["replicas"] if r["pid"])
+            if model["template"].get("pid"):
+                self.seen_workers.add(model["template"]["pid"])
         return body
 
     def model_health(self, model: str) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class Server:
                 self.health()
             except httpx.HTTPError:
                 pass
+            self.seen_workers.update(child.pid for child in self.children())
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout_s)

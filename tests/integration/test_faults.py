@@ -98,7 +98,7 @@ def test_sigstop_worker_is_killed_and_replaced_after_heartbeat_timeout(serve: Se
     os.kill(pid, signal.SIGSTOP)
     stopped_at = time.monotonic()
     health = srv.wait_state("chaos", "recovering", "ready", timeout_s=10)
-    wait_for(lambda: srv.worker_pids("chaos") and srv.worker_pids("chaos")[0] != pid, 10)
+    wait_for(lambda: (pids := srv.worker_pids("chaos")) and pids[0] != pid, 10)
     assert time.monotonic() - stopped_at >= 1.4
     health = srv.wait_state("chaos", "ready")
     assert "killed: heartbeat" in health["replicas"][0]["last_exit"]

@@ -158,7 +158,10 @@ def test_health_reports_models_replicas_and_resources(srv: Server) -> None:
     assert replica["state"] in ("ready", "busy")
     assert replica["pid"] > 0
     assert replica["rss_bytes"] > 10_000_000
-    assert set(replica["startup_ms"]) == {"import", "setup", "warmup"}
+    assert set(replica["startup_ms"]) == {"fork", "warmup"}  # forked from the template
+    template = cartoon["template"]
+    assert template["state"] == "ready"
+    assert set(template["startup_ms"]) == {"import", "setup"}
     resources = health["resources"]
     assert resources["memory"]["total_bytes"] > 0
     assert {d["path"] for d in resources["disks"]} >= {str(p) for p in ()}

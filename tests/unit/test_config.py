@@ -86,6 +86,7 @@ def test_model_defaults() -> None:
         "load_timeout_s": 300.0,
         "probe_interval_s": 30.0,
         "max_batch_size": None,
+        "fork_from_template": True,
         "threads": 0,
         "max_wait_ms": 0.0,
         "quarantine_s": 300.0,

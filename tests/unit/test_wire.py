@@ -25,7 +25,8 @@ SCHEMA = m.ModelSchema(
 ITEM = m.Item("req-1", {"text": "hi", "image": b"\x89PNG\r\n\x1a\n" + bytes(100)}, {"k": 2})
 
 SAMPLES: dict[type, Any] = {
-    m.WorkerSpec: m.WorkerSpec("cartoon", "watchkeeper.apps.chaos:Chaos", "cpu", 2, 0.5, "debug"),
+    m.WorkerSpec: m.WorkerSpec("cartoon", "watchkeeper.apps.chaos:Chaos", "cpu", 2, 0.5,
+                               threads=2, log_level="debug"),
     m.ModelSchema: SCHEMA,
     m.Item: ITEM,
     m.RunBatch: m.RunBatch(7, (ITEM, m.Item("req-2", {}, {}))),
@@ -45,6 +46,12 @@ SAMPLES: dict[type, Any] = {
         12.5,
     ),
     m.ProbeDone: m.ProbeDone(3, False, "the output did not pass the check", 0.8),
+    m.TemplateReady: m.TemplateReady(99, "cpu", {"import": 1.0, "setup": 2.0}, 3),
+    m.TemplateUnsafe: m.TemplateUnsafe("CUDA is initialised"),
+    m.ForkRequest: m.ForkRequest(1, m.WorkerSpec("embed", "a.b:C", "cpu", 0, 1.0)),
+    m.Forked: m.Forked(1, 1234, 12.5),
+    m.ForkFailed: m.ForkFailed(1, "fork failed: EAGAIN"),
+    m.ChildExited: m.ChildExited(1234, -9),
 }
 
 SOCKET_TIMEOUT_S = 10.0

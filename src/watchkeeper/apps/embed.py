@@ -52,7 +52,13 @@ class Embed(contract.Model):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         import torch
+        import tqdm
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        # No progress bars: their monitor thread would make this process unsafe to fork.
+        hf_logging.disable_progress_bar()
+        tqdm.tqdm.monitor_interval = 0
 
         path = model_dir()
         self.torch = torch

@@ -1,0 +1,182 @@
+"""The template process: a model loaded once, from which workers are forked.
+
+Runs in a model's template process, started by ``watchkeeper.template_handle`` as
+``python -m watchkeeper.template --fd N --parent-pid P --spec JSON``.
+
+It imports the app and runs ``setup`` (weights read and deserialised once), and never
+runs inference. Each ``ForkRequest`` forks a child that shares the loaded weights
+copy-on-write, becomes an ordinary worker on the socket passed with the request, warms
+up and reports Ready, so a replaced worker is serving in the time of a fork and a
+warm-up instead of an interpreter start, imports and a weight load.
+
+Forking is only safe in a process that has never initialised CUDA and has started no
+Python threads; the template checks after ``setup`` and reports ``TemplateUnsafe`` (the
+front then spawns workers the ordinary way) when it is not.
+
+Threads: one. State: the model, the control socket, the children. The template reaps
+its children (SIGCHLD wakes the loop through a self-pipe) and reports their exit codes.
+It dies with the front (PR_SET_PDEATHSIG) and its children die with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from watchkeeper.contract import Model
+from watchkeeper.logs import configure_logging, log_event
+from watchkeeper.messages import (
+    ChildExited,
+    ExitCode,
+    Forked,
+    ForkFailed,
+    ForkRequest,
+    TemplateReady,
+    TemplateUnsafe,
+)
+from watchkeeper.wire import BlockingChannel
+from watchkeeper.worker import LoadError, Worker, die_with_parent, load_model, run_worker, start_process
+
+__all__ = ["MAX_MESSAGE", "Template", "fork_hazard", "main", "native_threads"]
+
+log = logging.getLogger("watchkeeper.template")
+
+#: Largest control message; they are small dataclasses.
+MAX_MESSAGE = 1 << 16
+
+
+def native_threads() -> int:
+    """OS threads in this process (Python and native, e.g. a maths library's pool)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def fork_hazard(device: str) -> str | None:
+    """Why forking this process would be unsafe, or None when it is safe."""
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") or (torch is not None and torch.cuda.is_initialized()):
+        return "CUDA is initialised, and CUDA cannot be used in a forked child"
+    if threading.active_count() > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        return f"setup() started Python threads ({names}); a forked child would not have them"
+    return None
+
+
+class Template:
+    """The fork loop of a loaded model."""
+
+    def __init__(self, control: socket.socket, model: Model, device: str) -> None:
+        self.control = control
+        self.model = model
+        self.device = device
+        self.children: set[int] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
+
+    def send(self, message: Any) -> None:
+        self.control.send(pickle.dumps(message, protocol=5))
+
+    def serve(self) -> int:
+        """Fork on request and reap children until the front closes the socket."""
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        while True:
+            readable, _, _ = select.select([self.control.fileno(), self._wake_r], [], [])
+            if self._wake_r in readable:
+                self._drain_wakeups()
+                self.reap()
+            if self.control.fileno() in readable:
+                data, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 1)
+                if not data:
+                    return ExitCode.OK  # the front is gone
+                request = pickle.loads(data)
+                if isinstance(request, ForkRequest) and fds:
+                    self.fork(request, fds[0])
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
+
+    def fork(self, request: ForkRequest, fd: int) -> None:
+        start = time.perf_counter()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(fd)
+            self.send(ForkFailed(request.token, f"fork failed: {exc}"))
+            return
+        if pid == 0:
+            os._exit(self._become_worker(request, fd))
+        os.close(fd)
+        self.children.add(pid)
+        self.send(Forked(request.token, pid, round((time.perf_counter() - start) * 1000, 2)))
+
+    def _become_worker(self, request: ForkRequest, fd: int) -> int:
+        """In the child: drop the template's parts, then live as an ordinary worker."""
+        try:
+            template_pid = os.getppid()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            for own in (self._wake_r, self._wake_w):
+                os.close(own)
+            self.control.close()
+            die_with_parent(template_pid)
+            spec = request.spec
+            configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
+            worker = Worker(spec, BlockingChannel(socket.socket(fileno=fd)), self.model, self.device)
+            return run_worker(worker)
+        except BaseException:  # nothing may return into the template's loop
+            log.exception("forked worker failed")
+            return ExitCode.LOAD_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, spec = start_process("template", argv)
+    control = socket.socket(fileno=args.fd)
+
+    def template_send(message: Any) -> None:
+        control.send(pickle.dumps(message, protocol=5))
+
+    timings: dict[str, float] = {}
+    try:
+        model, device = load_model(spec, timings, template_send)
+    except LoadError as exc:
+        return exc.exit_code
+    hazard = fork_hazard(device)
+    if hazard is not None:
+        log_event(log, "template.unsafe", logging.WARNING, reason=hazard)
+        template_send(TemplateUnsafe(hazard))
+        return ExitCode.OK
+    template_send(TemplateReady(os.getpid(), device, timings, native_threads()))
+    log_event(log, "template.ready", device=device, startup_ms=timings, threads=native_threads())
+    return Template(control, model, device).serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""A model's template process, seen from the front: start it, ask it to fork workers.
+
+Runs in the front process, on its event loop. The template (``watchkeeper.template``)
+loads the model once; each :meth:`TemplateHandle.fork` hands it one end of a new worker's
+socket and gets back the pid of a child that is already past the import and the weight
+load. Children are the template's, so it reports their exit codes (``ChildExited``); the
+front still sees each exit at once through the child's pidfd.
+
+Messages travel on a SOCK_SEQPACKET socket (one message per packet, file descriptors
+attached), read by a reader callback registered with the event loop.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import enum
+import itertools
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from watchkeeper.logs import log_event
+from watchkeeper.messages import (
+    ChildExited,
+    Forked,
+    ForkFailed,
+    ForkRequest,
+    LoadFailed,
+    TemplateReady,
+    TemplateUnsafe,
+    WorkerSpec,
+)
+
+__all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S"]
+
+log = logging.getLogger("watchkeeper.template")
+
+#: Longest a fork may take before the template is considered stuck (and killed).
+FORK_TIMEOUT_S = 5.0
+#: How long to wait for a dead child's exit code from its template.
+EXIT_CODE_TIMEOUT_S = 2.0
+
+
+class TemplateState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    UNSAFE = "unsafe"  # forking is not safe for this model: spawn workers instead
+    FAILED = "failed"  # setup failed (LoadFailed)
+    DEAD = "dead"
+
+
+class ForkError(Exception):
+    """The template could not fork a worker (it failed, timed out or is gone)."""
+
+
+class TemplateHandle:
+    """The front's handle on one template process."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.state = TemplateState.STARTING
+        self.pid: int | None = None
+        self.timings_ms: dict[str, float] = {}
+        self.error: str | None = None
+        self.returncode: int | None = None
+        self.dead = False
+        self.failed_stage: str | None = None  # import | setup, when loading failed
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._changed = asyncio.Event()
+        self._tokens = itertools.count(1)
+        self._forks: dict[int, asyncio.Future[Forked]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "watchkeeper.template", "--fd", str(theirs.fileno()),
+                 "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        finally:
+            theirs.close()
+        self.pid = self._proc.pid
+        ours.setblocking(False)
+        self._sock = ours
+        loop = asyncio.get_running_loop()
+        loop.add_reader(ours.fileno(), self._readable)
+        loop.create_task(self._wait_exit())
+        log_event(log, "template.start", model=self.spec.model, pid=self.pid)
+
+    async def _wait_exit(self) -> None:
+        assert self._proc is not None
+        while self._proc.poll() is None:
+            await asyncio.sleep(0.05)
+        self.returncode = self._proc.returncode
+        self._gone(f"the template exited ({self.returncode})")
+
+    def _gone(self, why: str) -> None:
+        """The process or its socket is gone (UNSAFE and FAILED are kept as they were)."""
+        if self.dead:
+            return
+        self.dead = True
+        if self.state in (TemplateState.STARTING, TemplateState.READY):
+            self.state, self.error = TemplateState.DEAD, self.error or why
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        futures: list[asyncio.Future[Any]] = [*self._forks.values(), *self._exits.values()]
+        for future in futures:
+            if not future.done():
+                future.set_exception(ForkError(why))
+        self._changed.set()
+
+    def kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGKILL)
+
+    async def wait_settled(self, timeout_s: float) -> TemplateState:
+        """Wait until the template is ready, unsafe, failed or dead (or the timeout)."""
+        deadline = time.monotonic() + timeout_s
+        while self.state is TemplateState.STARTING:
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        return self.state
+
+    async def wait_dead(self) -> None:
+        while not self.dead:
+            self._changed.clear()
+            await self._changed.wait()
+
+    # --- messages ---------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._gone(f"the template's socket failed: {exc}")
+            return
+        if not data:
+            self._gone("the template closed its socket")
+            return
+        self._handle(pickle.loads(data))
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, Forked | ForkFailed):
+            future = self._forks.pop(message.token, None)
+            if future is not None and not future.done():
+                if isinstance(message, Forked):
+                    future.set_result(message)
+                else:
+                    future.set_exception(ForkError(message.error))
+        elif isinstance(message, ChildExited):
+            self._exit_future(message.pid).set_result(message.returncode)
+        elif isinstance(message, TemplateReady):
+            self.state, self.timings_ms = TemplateState.READY, message.timings_ms
+            log_event(log, "template.ready", model=self.spec.model, pid=self.pid,
+                      startup_ms=message.timings_ms, threads=message.native_threads)
+        elif isinstance(message, TemplateUnsafe):
+            self.state, self.error = TemplateState.UNSAFE, message.reason
+        elif isinstance(message, LoadFailed):
+            self.state, self.error = TemplateState.FAILED, f"{message.stage}: {message.error}"
+            self.failed_stage = message.stage
+        self._changed.set()
+
+    def _exit_future(self, pid: int) -> asyncio.Future[int]:
+        future = self._exits.get(pid)
+        if future is None:
+            future = self._exits[pid] = asyncio.get_running_loop().create_future()
+        return future
+
+    # --- forking ---------------------------------------------------------------------
+
+    async def fork(self, spec: WorkerSpec, fd: int) -> Forked:
+        """Fork a worker that will speak on ``fd``; raises ForkError."""
+        if self.state is not TemplateState.READY or self._sock is None:
+            raise ForkError(f"the template is {self.state.value}")
+        token = next(self._tokens)
+        future: asyncio.Future[Forked] = asyncio.get_running_loop().create_future()
+        self._forks[token] = future
+        payload = pickle.dumps(ForkRequest(token, spec), protocol=5)
+        fds = array.array("i", [fd])
+        try:
+            self._sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            return await asyncio.wait_for(future, FORK_TIMEOUT_S)
+        except TimeoutError:
+            self.kill()  # a template that cannot fork in time is stuck
+            raise ForkError(f"the template did not fork within {FORK_TIMEOUT_S} s") from None
+        except OSError as exc:
+            raise ForkError(f"could not reach the template: {exc}") from None
+        finally:
+            self._forks.pop(token, None)
+
+    async def exit_code(self, pid: int) -> int:
+        """A forked child's return code, as its template reports it (-9 if unknown)."""
+        try:
+            return await asyncio.wait_for(self._exit_future(pid), EXIT_CODE_TIMEOUT_S)
+        except (TimeoutError, ForkError):
+            return -signal.SIGKILL  # its template died, and took it along (PDEATHSIG)
+        finally:
+            self._exits.pop(pid, None)
