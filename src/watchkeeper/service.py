@@ -35,6 +35,10 @@ class ModelService:
         self.schema: ModelSchema | None = None
         self._check_params: Any = None
         self.quarantine = Quarantine(config.quarantine_s)
+        self._requests_ok = metrics.REQUESTS_TOTAL.labels(name, "200")
+        self._request_seconds = metrics.REQUEST_DURATION_SECONDS.labels(name)
+        self._inference_seconds = metrics.INFERENCE_SECONDS.labels(name)
+        self._queue_wait_seconds = metrics.QUEUE_WAIT_SECONDS.labels(name)
         self.supervisor = Supervisor(
             name,
             config,
@@ -154,8 +158,13 @@ class ModelService:
 
     def _observe(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
         if outcome is not None:
-            metrics.INFERENCE_SECONDS.labels(self.name).observe(outcome.infer_ms / 1000)
-            metrics.QUEUE_WAIT_SECONDS.labels(self.name).observe(outcome.queue_ms / 1000)
+            self._inference_seconds.observe(outcome.infer_ms / 1000)
+            self._queue_wait_seconds.observe(outcome.queue_ms / 1000)
+
+    def count_success(self, duration_s: float) -> None:
+        """A predict request answered 200 (the labelled metrics are looked up once)."""
+        self._requests_ok.inc()
+        self._request_seconds.observe(duration_s)
 
     # --- views -----------------------------------------------------------------------
 

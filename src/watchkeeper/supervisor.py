@@ -269,6 +269,7 @@ class Supervisor:
         replica.timings_ms = {**replica.timings_ms, **message.timings_ms}
         self.load_failures = 0
         self.ever_ready = True
+        self.slots[replica.index].rss_bytes = process_rss(replica.pid) if replica.pid else None
         if self.schema_callback is not None:
             self.schema_callback(message.schema)
         for phase, ms in message.timings_ms.items():

@@ -8,56 +8,35 @@ bug and becomes a 500 in the same shape, in the request-id middleware (outermost
 
 from __future__ import annotations
 
-import base64
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
-import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp
 
 from watchkeeper import errors, metrics
-from watchkeeper.contract import Blob
-from watchkeeper.http.bodies import parse_predict, parse_timeout, read_body
-from watchkeeper.http.errors import error_response, status_of
+from watchkeeper.http.errors import error_response
+from watchkeeper.http.predict import PredictFastPath, handle_predict
 from watchkeeper.http.request_id import RequestIdMiddleware, request_id_of
-from watchkeeper.logs import log_event
+from watchkeeper.http.responses import json_response
 from watchkeeper.runtime import Runtime
 
-__all__ = ["create_app", "json_response"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("watchkeeper.http")
 
-#: The ``model`` label of requests to a model that is not served (keeps label values bounded).
-UNKNOWN_MODEL = "_unknown"
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_PASSTHROUGH_DATACLASS
 
+def create_app(runtime: Runtime) -> ASGIApp:
+    """The ASGI app; starting it (lifespan) starts the runtime's workers.
 
-def _encode_extra(value: Any) -> Any:
-    if isinstance(value, Blob):
-        return base64.b64encode(value.data).decode("ascii")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return base64.b64encode(value).decode("ascii")
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def json_response(body: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body, default=_encode_extra, option=_JSON_OPTIONS),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def create_app(runtime: Runtime) -> FastAPI:
-    """The ASGI app; starting it (lifespan) starts the runtime's workers."""
+    Layers, outermost first: request ids and the last-resort 500, the predict fast path,
+    then FastAPI for every other route (and /docs).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,8 +51,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     _add_error_handlers(app)
     _add_health_routes(app, runtime)
     _add_model_routes(app, runtime)
-    app.add_middleware(RequestIdMiddleware)
-    return app
+    return RequestIdMiddleware(PredictFastPath(app, runtime))
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -132,8 +110,6 @@ def _add_health_routes(app: FastAPI, runtime: Runtime) -> None:
 
 
 def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:
-    limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
-
     @app.get("/v1/models", tags=["models"], summary="Every served model")
     async def list_models() -> Response:
         return json_response({"models": [s.describe() for s in runtime.services.values()]})
@@ -142,37 +118,11 @@ def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:
     async def get_model(name: str) -> Response:
         return json_response(runtime.service(name).describe())
 
-    @app.post("/v1/models/{name}/predict", tags=["models"], summary="Run one request")
+    @app.post("/v1/models/{name}/predict", tags=["models"], summary="Run one request",
+              response_model=None)
     async def predict(name: str, request: Request) -> Response:
-        request_id = request_id_of(request)
-        started = time.perf_counter()
-        label = name if name in runtime.services else UNKNOWN_MODEL
-        try:
-            service = runtime.service(name)
-            timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
-            body = await parse_predict(request, await read_body(request, limit))
-            log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
-                      timeout_s=timeout_s)
-            outcome = await service.predict(request_id, body.inputs, body.params, timeout_s)
-        except errors.WatchkeeperError as exc:
-            _record(label, status_of(exc), started)
-            log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
-                      status=status_of(exc), error=exc.type, message=exc.message,
-                      total_ms=_ms_since(started))
-            raise
-        total_ms = _ms_since(started)
-        _record(name, 200, started)
-        log_event(log, "request.end", request_id=request_id, model=name, status=200,
-                  queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
-                  total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs)
-        return json_response({
-            "request_id": request_id,
-            "model": name,
-            "outputs": outcome.outputs,
-            "timings": {"queue_ms": round(outcome.queue_ms, 3),
-                        "inference_ms": round(outcome.infer_ms, 3), "total_ms": total_ms},
-            "worker": {"pid": outcome.worker_pid, "attempts": outcome.runs},
-        })
+        # Served by PredictFastPath before FastAPI sees it; declared here for /docs.
+        return await handle_predict(runtime, name, request)
 
     @app.post("/admin/models/{name}/restart", tags=["admin"], status_code=202,
               summary="Replace every worker of a model; clears FAILED")
@@ -180,12 +130,3 @@ def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:
         service = runtime.service(name)
         await service.restart()
         return json_response({"model": name, "state": service.state.value}, 202)
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
-
-
-def _record(model: str, status: int, started: float) -> None:
-    metrics.REQUESTS_TOTAL.labels(model, str(status)).inc()
-    metrics.REQUEST_DURATION_SECONDS.labels(model).observe(time.perf_counter() - started)

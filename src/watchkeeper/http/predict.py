@@ -1,0 +1,100 @@
+"""``POST /v1/models/{name}/predict``: the hot path, served in front of FastAPI.
+
+Front process only. :class:`PredictFastPath` answers predict requests directly as ASGI,
+skipping FastAPI's routing and middleware stack (about half of the front's time per
+request); every other request passes through to FastAPI, where the same
+:func:`handle_predict` is also declared so it appears in ``/docs``.
+
+Per request: read the body (size-limited), parse JSON or multipart, queue it with the
+model's service, wait for the answer until the deadline, log ``request.start`` and
+``request.end`` / ``request.error``, count it in the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from watchkeeper import errors, metrics
+from watchkeeper.http.bodies import parse_predict, parse_timeout, read_body
+from watchkeeper.http.errors import error_response, status_of
+from watchkeeper.http.request_id import request_id_of
+from watchkeeper.http.responses import json_response
+from watchkeeper.logs import log_event
+from watchkeeper.runtime import Runtime
+
+__all__ = ["PredictFastPath", "handle_predict", "predict_target", "UNKNOWN_MODEL"]
+
+log = logging.getLogger("watchkeeper.http")
+
+#: The ``model`` label of requests to a model that is not served (keeps label values bounded).
+UNKNOWN_MODEL = "_unknown"
+_PREFIX, _SUFFIX = "/v1/models/", "/predict"
+
+
+def predict_target(path: str) -> str | None:
+    """The model name of a predict path, or None for any other path."""
+    if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+        name = path[len(_PREFIX) : -len(_SUFFIX)]
+        if name and "/" not in name:
+            return name
+    return None
+
+
+class PredictFastPath:
+    """Serve predict requests directly; hand everything else to ``app``."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            name = predict_target(scope["path"])
+            if name is not None:
+                response = await handle_predict(self.runtime, name, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def handle_predict(runtime: Runtime, name: str, request: Request) -> Response:
+    """Run one predict request; every outcome is a response (errors in the one shape)."""
+    request_id = request_id_of(request)
+    started = time.perf_counter()
+    try:
+        service = runtime.service(name)
+        timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
+        limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
+        body = await parse_predict(request, await read_body(request, limit))
+        log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
+                  timeout_s=timeout_s)
+        outcome = await service.predict(request_id, body.inputs, body.params, timeout_s)
+    except errors.WatchkeeperError as exc:
+        status = status_of(exc)
+        label = name if name in runtime.services else UNKNOWN_MODEL
+        metrics.REQUESTS_TOTAL.labels(label, str(status)).inc()
+        log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
+                  status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started))
+        return error_response(exc, request_id)
+    total_ms = _ms_since(started)
+    service.count_success(total_ms / 1000)
+    log_event(log, "request.end", request_id=request_id, model=name, status=200,
+              queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
+              total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs)
+    return json_response({
+        "request_id": request_id,
+        "model": name,
+        "outputs": outcome.outputs,
+        "timings": {"queue_ms": round(outcome.queue_ms, 3),
+                    "inference_ms": round(outcome.infer_ms, 3), "total_ms": total_ms},
+        "worker": {"pid": outcome.worker_pid, "attempts": outcome.runs},
+    })
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
