@@ -33,7 +33,7 @@ from typing import Any
 from watchkeeper.logs import log_event
 from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
 from watchkeeper.template_handle import TemplateHandle
-from watchkeeper.wire import ChannelClosed, encode, read_message
+from watchkeeper.wire import ChannelClosed, encode_parts, read_message
 
 __all__ = ["ReplicaState", "Replica", "describe_exit"]
 
@@ -48,6 +48,10 @@ def _pid_alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
     return True
 
 log = logging.getLogger("watchkeeper.replica")
+
+#: The stream reader's buffer limit: large outputs arrive with less pausing and copying
+#: (bench/transfer.py: 16 MB arrays 2x faster than with asyncio's default of 64 KiB).
+READ_BUFFER_BYTES = 1 << 24
 
 
 class ReplicaState(enum.Enum):
@@ -124,7 +128,7 @@ class Replica:
             raise
         finally:
             theirs.close()
-        reader, self._writer = await asyncio.open_connection(sock=ours)
+        reader, self._writer = await asyncio.open_connection(sock=ours, limit=READ_BUFFER_BYTES)
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
         self._watch_exit()
 
@@ -194,7 +198,7 @@ class Replica:
     def send(self, message: Any) -> None:
         """Queue a message to the worker (never blocks; a dead socket shows up as an exit)."""
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(encode(message))
+            self._writer.writelines(encode_parts(message))
 
     def kill(self, reason: str) -> None:
         """SIGKILL the worker; ``reason`` is kept for the logs, metrics and /health."""

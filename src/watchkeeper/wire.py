@@ -1,9 +1,17 @@
-"""Framing of messages on a worker's socket: a 4-byte big-endian length, then a pickle.
+"""Framing of messages on a worker's socket: pickle protocol 5 with out-of-band buffers.
 
 Used by both processes: the worker reads and writes with blocking calls
 (:class:`BlockingChannel`), the front with asyncio streams (:func:`read_message`), so a
-worker that stops mid-message can never block the front's event loop. Pickle protocol 5
-keeps large ``bytes`` (images) to a single copy.
+worker that stops mid-message can never block the front's event loop.
+
+A frame is a header, the pickle stream, then each out-of-band buffer raw::
+
+    [stream length: u32][buffer count: u32][buffer lengths: u64 x count][stream][buffers...]
+
+Large arrays (numpy's ``__reduce_ex__`` hands its memory to pickle protocol 5 as a
+``PickleBuffer``) are therefore never copied into the pickle stream: the sender passes
+their memory straight to the socket (scatter/gather), and the receiver reads each one
+into its own buffer that becomes the array's memory. Plain ``bytes`` are pickled inline.
 """
 
 from __future__ import annotations
@@ -13,36 +21,65 @@ import pickle
 import select
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["MAX_FRAME", "encode", "decode", "read_message", "BlockingChannel", "ChannelClosed"]
+__all__ = [
+    "MAX_FRAME",
+    "ChannelClosed",
+    "encode",
+    "encode_parts",
+    "decode",
+    "read_message",
+    "BlockingChannel",
+]
 
-_HEADER = struct.Struct(">I")
-#: Largest frame accepted (1 GiB); a longer length header means a corrupt stream.
+_HEAD = struct.Struct(">II")
+_LENGTH = struct.Struct(">Q")
+#: Largest pickle stream or buffer accepted (1 GiB); longer means a corrupt stream.
 MAX_FRAME = 1 << 30
+#: Most out-of-band buffers in one message.
+MAX_BUFFERS = 4096
 
 
 class ChannelClosed(Exception):
     """The other end of the socket has gone (a dead process or a closed socket)."""
 
 
+def encode_parts(message: Any) -> list[bytes | memoryview]:
+    """The frame of ``message`` as parts to write in order (buffers are not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    views = [buf.raw() for buf in buffers]
+    header = _HEAD.pack(len(stream), len(views)) + b"".join(_LENGTH.pack(v.nbytes) for v in views)
+    return [header, stream, *views]
+
+
 def encode(message: Any) -> bytes:
-    payload = pickle.dumps(message, protocol=5)
-    return _HEADER.pack(len(payload)) + payload
+    """The whole frame as one bytes object (tests and small messages)."""
+    return b"".join(bytes(part) for part in encode_parts(message))
 
 
-def decode(payload: bytes) -> Any:
-    return pickle.loads(payload)
+def decode(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
+    return pickle.loads(stream, buffers=buffers)
+
+
+def _check_sizes(stream_len: int, count: int) -> None:
+    if stream_len > MAX_FRAME or count > MAX_BUFFERS:
+        raise ChannelClosed(f"frame of {stream_len} bytes and {count} buffers is over the limit")
 
 
 async def read_message(reader: asyncio.StreamReader) -> Any:
     """Read one message; raises ChannelClosed at end of stream."""
     try:
-        header = await reader.readexactly(_HEADER.size)
-        (size,) = _HEADER.unpack(header)
-        if size > MAX_FRAME:
-            raise ChannelClosed(f"frame of {size} bytes is over the limit")
-        return decode(await reader.readexactly(size))
+        stream_len, count = _HEAD.unpack(await reader.readexactly(_HEAD.size))
+        _check_sizes(stream_len, count)
+        lengths = [_LENGTH.unpack(await reader.readexactly(_LENGTH.size))[0] for _ in range(count)]
+        if any(n > MAX_FRAME for n in lengths):
+            raise ChannelClosed("buffer over the limit")
+        stream = await reader.readexactly(stream_len)
+        buffers = [await reader.readexactly(n) for n in lengths]
+        return decode(stream, buffers)
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         raise ChannelClosed(str(exc)) from None
 
@@ -55,8 +92,16 @@ class BlockingChannel:
         self._sock.setblocking(True)
 
     def send(self, message: Any) -> None:
+        """Write the frame with scatter/gather writes: array memory goes straight out."""
+        parts = [memoryview(p).cast("B") for p in encode_parts(message)]
         try:
-            self._sock.sendall(encode(message))
+            while parts:
+                sent = self._sock.sendmsg(parts)
+                while parts and sent >= parts[0].nbytes:
+                    sent -= parts[0].nbytes
+                    parts.pop(0)
+                if parts and sent:
+                    parts[0] = parts[0][sent:]
         except OSError as exc:
             raise ChannelClosed(str(exc)) from None
 
@@ -66,12 +111,15 @@ class BlockingChannel:
         return bool(readable)
 
     def recv(self) -> Any:
-        (size,) = _HEADER.unpack(self._recv_exactly(_HEADER.size))
-        if size > MAX_FRAME:
-            raise ChannelClosed(f"frame of {size} bytes is over the limit")
-        return decode(self._recv_exactly(size))
+        stream_len, count = _HEAD.unpack(self._recv_exactly(_HEAD.size))
+        _check_sizes(stream_len, count)
+        lengths = [_LENGTH.unpack(self._recv_exactly(_LENGTH.size))[0] for _ in range(count)]
+        if any(n > MAX_FRAME for n in lengths):
+            raise ChannelClosed("buffer over the limit")
+        stream = self._recv_exactly(stream_len)
+        return decode(stream, [self._recv_exactly(n) for n in lengths])
 
-    def _recv_exactly(self, size: int) -> bytes:
+    def _recv_exactly(self, size: int) -> bytearray:
         buf = bytearray(size)
         view = memoryview(buf)
         got = 0
@@ -83,4 +131,4 @@ class BlockingChannel:
             if n == 0:
                 raise ChannelClosed("end of stream")
             got += n
-        return bytes(buf)
+        return buf

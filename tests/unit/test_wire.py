@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from watchkeeper import messages as m
-from watchkeeper.wire import MAX_FRAME, BlockingChannel, ChannelClosed, decode, encode, read_message
+from watchkeeper.wire import (
+    MAX_FRAME,
+    BlockingChannel,
+    ChannelClosed,
+    decode,
+    encode,
+    encode_parts,
+    read_message,
+)
 
 SCHEMA = m.ModelSchema(
     inputs={"type": "object", "properties": {"x": {"type": "integer"}}},
@@ -84,32 +92,42 @@ def test_every_message_class_has_a_sample() -> None:
     assert set(message_classes()) == set(SAMPLES)
 
 
+def parse_frame(frame: bytes) -> tuple[Any, bytes]:
+    """Decode the first frame of ``frame`` by its documented layout; (message, the rest)."""
+    stream_len, count = struct.unpack(">II", frame[:8])
+    lengths = struct.unpack(f">{count}Q", frame[8 : 8 + 8 * count])
+    at = 8 + 8 * count
+    stream, at = frame[at : at + stream_len], at + stream_len
+    buffers = []
+    for n in lengths:
+        buffers.append(frame[at : at + n])
+        at += n
+    return decode(stream, buffers), frame[at:]
+
+
 @pytest.mark.parametrize("cls", list(SAMPLES), ids=lambda c: c.__name__)
 def test_encode_decode_round_trip(cls: type) -> None:
     message = SAMPLES[cls]
-    frame = encode(message)
-    (size,) = struct.unpack(">I", frame[:4])
-    assert size == len(frame) - 4
-    restored = decode(frame[4:])
+    restored, rest = parse_frame(encode(message))
+    assert rest == b""
     assert type(restored) is cls
     assert restored == message
 
 
 def test_exit_codes_round_trip() -> None:
     for code in m.ExitCode:
-        assert decode(encode(code)[4:]) is code
+        assert parse_frame(encode(code))[0] is code
 
 
 def test_bytes_round_trip_unchanged() -> None:
     payload = bytes(range(256)) * 1000
-    assert decode(encode(m.Item("r", {"f": payload}, {}))[4:]).inputs["f"] == payload
+    assert parse_frame(encode(m.Item("r", {"f": payload}, {})))[0].inputs["f"] == payload
 
 
 def test_frames_concatenate() -> None:
-    stream = encode(m.Heartbeat()) + encode(m.RunProbe(1))
-    (first,) = struct.unpack(">I", stream[:4])
-    assert decode(stream[4 : 4 + first]) == m.Heartbeat()
-    assert decode(stream[8 + first :]) == m.RunProbe(1)
+    first, rest = parse_frame(encode(m.Heartbeat()) + encode(m.RunProbe(1)))
+    second, rest = parse_frame(rest)
+    assert (first, second, rest) == (m.Heartbeat(), m.RunProbe(1), b"")
 
 
 # --- BlockingChannel -------------------------------------------------------------------
@@ -195,7 +213,7 @@ def test_oversized_frame_header_closes_the_channel(
 ) -> None:
     a, b = pair
     right = BlockingChannel(b)
-    a.sendall(struct.pack(">I", MAX_FRAME + 1))
+    a.sendall(struct.pack(">II", MAX_FRAME + 1, 0))
     with pytest.raises(ChannelClosed, match="over the limit"):
         right.recv()
 
@@ -302,8 +320,50 @@ def test_read_message_refuses_an_oversized_frame(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
-    a.sendall(struct.pack(">I", MAX_FRAME + 1) + b"xx")
+    a.sendall(struct.pack(">II", MAX_FRAME + 1, 0) + b"xx")
     b.setblocking(False)
     got, exc = asyncio.run(_read_until_closed(b))
     assert got == []
     assert exc is not None and "over the limit" in str(exc)
+
+
+# --- out-of-band buffers -------------------------------------------------------------
+
+
+def test_large_arrays_travel_out_of_band(pair: tuple[socket.socket, socket.socket]) -> None:
+    import numpy as np
+
+    a, b = pair
+    array = np.arange(2_000_000, dtype=np.float32).reshape(1000, 2000)  # 8 MB
+    message = m.BatchDone(1, (m.ItemResult("r", outputs={"frames": array}),), 1.0)
+    header, stream, *buffers = encode_parts(message)
+    assert len(stream) < 2000  # the array's memory is not in the pickle stream
+    assert [bytes(x) for x in buffers] and sum(memoryview(x).nbytes for x in buffers) == array.nbytes
+    sender = threading.Thread(target=BlockingChannel(a).send, args=(message,))
+    sender.start()
+    got = BlockingChannel(b).recv()
+    sender.join(SOCKET_TIMEOUT_S)
+    out = got.results[0].outputs["frames"]
+    assert out.dtype == array.dtype and out.shape == array.shape
+    assert np.array_equal(out, array)
+    out[0, 0] = -1  # the worker's copy is its own, writable memory
+
+
+def test_read_message_rebuilds_out_of_band_arrays() -> None:
+    import numpy as np
+
+    array = np.random.default_rng(1).random((300, 400, 3))
+
+    async def roundtrip() -> Any:
+        a, b = socket.socketpair()
+        reader, _ = await asyncio.open_connection(sock=b)
+        sender = threading.Thread(target=BlockingChannel(a).send, args=({"x": array, "y": b"z"},))
+        sender.start()
+        try:
+            return await asyncio.wait_for(read_message(reader), SOCKET_TIMEOUT_S)
+        finally:
+            sender.join(SOCKET_TIMEOUT_S)
+            a.close()
+
+    got = asyncio.run(roundtrip())
+    assert np.array_equal(got["x"], array) and got["y"] == b"z"
