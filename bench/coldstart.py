@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchServer, machine, table  # noqa: E402
+from common import BenchServer, machine, table
 
 TARGET_RATIO = 1.2
 

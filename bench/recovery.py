@@ -1,12 +1,16 @@
-"""How fast watchkeeper recovers from a killed or hung worker, on the cartoon app.
+"""How fast watchkeeper recovers from a killed or hung worker.
 
-Prints, against the time of a normal request measured in the same run:
+The cartoon app, against the time of a normal request measured in the same run:
   1. SIGKILL of an idle worker -> the next request's success
   2. a hang's deadline -> its 504 (the worker is frozen with SIGSTOP, then gets a request)
   3. that 504 -> the next success (the frozen worker is killed and replaced)
   4. p99 of /livez, /readyz, /health while the model is saturated
+The embed app (a 90 MB pretrained model):
+  5. SIGKILL -> next success, with workers forked from the loaded template and without
+  6. req/s at concurrency 32 while the worker is SIGKILLed every 3 s, and the share of
+     requests that got an error, against the same load with no kills
 
-Run: .venv/bin/python bench/recovery.py [--rounds N]
+Run: .venv/bin/python bench/recovery.py [--rounds N] [--only cartoon|embed]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import io
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -131,18 +136,27 @@ def health_under_load(srv: BenchServer, seconds: float = 6.0, concurrency: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", choices=("cartoon", "embed"))
     args = parser.parse_args()
+    print(machine(), "\n")
+    if args.only != "embed":
+        cartoon(args.rounds)
+    if args.only != "cartoon":
+        embed(args.rounds)
+
+
+def cartoon(rounds: int) -> None:
     srv = BenchServer({"cartoon": CARTOON})
     try:
         srv.wait_ready()
-        normal = [timed_predict(srv, 10 + i)[1] for i in range(args.rounds)]
-        kills = [kill_to_success(srv, 100 + i) for i in range(args.rounds)]
+        normal = [timed_predict(srv, 10 + i)[1] for i in range(rounds)]
+        kills = [kill_to_success(srv, 100 + i) for i in range(rounds)]
         wait_until(lambda: srv.worker_pids("cartoon"))
-        hangs = [hang_round(srv, 200 + 2 * i) for i in range(args.rounds)]
+        hangs = [hang_round(srv, 200 + 2 * i) for i in range(rounds)]
         health = health_under_load(srv)
     finally:
         srv.stop()
-    report(args.rounds, normal, kills, hangs, health)
+    report(rounds, normal, kills, hangs, health)
 
 
 def report(rounds: int, normal: list[float], kills: list[float],
@@ -157,7 +171,7 @@ def report(rounds: int, normal: list[float], kills: list[float],
         verdict = "yes" if worst < target else "NO"
         return [name, f"{med:.3f}", f"{worst:.3f}", f"{med / base:.1f}x", f"< {target}", verdict]
 
-    print(f"watchkeeper recovery, cartoon app (512 px), {rounds} rounds; {machine()}")
+    print(f"cartoon app (512 px), {rounds} rounds")
     print(f"normal request: median {base:.3f} s\n")
     print(table(["measure (s)", "median", "max", "vs normal request", "target", "met"], [
         row("SIGKILL -> next success", kills, TARGETS["kill"]),
@@ -169,6 +183,98 @@ def report(rounds: int, normal: list[float], kills: list[float],
         f"cartoon 1024 px saturated, {health['served_per_s']:.1f} req/s served",
         f"{health['/livez']:.1f}", f"{health['/readyz']:.1f}", f"{health['/health']:.1f}",
         f"< {TARGETS['health_p99_ms']:.0f}", "yes" if p99 < TARGETS["health_p99_ms"] else "NO"]]))
+
+
+# --- embed -------------------------------------------------------------------------------
+
+EMBED = {"app": "watchkeeper.apps.embed:Embed", "probe_interval_s": 0, "max_queue": 256}
+KILL_EVERY_S = 3.0
+LOAD_SECONDS = 15.0
+LOAD_CONCURRENCY = 32
+
+
+def embed_kill_to_success(srv: BenchServer, i: int) -> float:
+    (pid,) = wait_until(lambda: srv.worker_pids("embed"))
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.perf_counter()
+    response = srv.client.post("/v1/models/embed/predict", json={"inputs": {"text": f"after kill {i}"}})
+    assert response.status_code == 200, response.text
+    return time.perf_counter() - killed_at
+
+
+async def embed_load(url: str, seconds: float, concurrency: int) -> tuple[int, int]:
+    """(answered 200, answered otherwise or failed) for ``seconds`` of closed-loop load."""
+    stop = time.perf_counter() + seconds
+    counts = [0, 0]
+
+    async def loop(client: httpx.AsyncClient, n: int) -> None:
+        i = 0
+        while time.perf_counter() < stop:
+            i += 1
+            try:
+                response = await client.post("/v1/models/embed/predict",
+                                             json={"inputs": {"text": f"client {n} sentence {i}"}})
+                counts[response.status_code != 200] += 1
+            except httpx.HTTPError:
+                counts[1] += 1
+
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+        await asyncio.gather(*(loop(client, n) for n in range(concurrency)))
+    return counts[0], counts[1]
+
+
+def killer(srv: BenchServer, until: float, kills: list[float]) -> None:
+    """SIGKILL the embed worker every KILL_EVERY_S until ``until`` (in its own thread)."""
+    with httpx.Client(base_url=srv.url, timeout=10) as client:
+        while time.perf_counter() + KILL_EVERY_S < until:
+            time.sleep(KILL_EVERY_S)
+            replicas = client.get("/health").json()["models"]["embed"]["replicas"]
+            for replica in replicas:
+                if replica["pid"] and replica["state"] in ("ready", "busy"):
+                    os.kill(replica["pid"], signal.SIGKILL)
+                    kills.append(time.perf_counter())
+
+
+def load_with_kills(srv: BenchServer, kill: bool) -> tuple[float, float, int]:
+    """(req/s, error share, kills) over LOAD_SECONDS at LOAD_CONCURRENCY."""
+    kills: list[float] = []
+    until = time.perf_counter() + LOAD_SECONDS
+    thread = threading.Thread(target=killer, args=(srv, until, kills), daemon=True)
+    if kill:
+        thread.start()
+    ok, bad = asyncio.run(embed_load(srv.url, LOAD_SECONDS, LOAD_CONCURRENCY))
+    if kill:
+        thread.join(10)
+    return ok / LOAD_SECONDS, bad / max(1, ok + bad), len(kills)
+
+
+def embed(rounds: int) -> None:
+    recovery: dict[str, list[float]] = {}
+    for fork in (True, False):
+        srv = BenchServer({"embed": {**EMBED, "fork_from_template": fork}})
+        try:
+            srv.wait_ready()
+            srv.client.post("/v1/models/embed/predict", json={"inputs": {"text": "warm"}})
+            recovery["forked from the template" if fork else "spawned, weights loaded again"] = [
+                embed_kill_to_success(srv, i) for i in range(rounds)]
+            if fork:
+                steady = load_with_kills(srv, kill=False)
+                killed = load_with_kills(srv, kill=True)
+        finally:
+            srv.stop()
+    print(f"\nembed app (all-MiniLM-L6-v2), {rounds} rounds")
+    rows = []
+    for how, values in recovery.items():
+        met = "yes" if max(values) < 0.3 else "NO"
+        rows.append([how, f"{statistics.median(values):.3f}", f"{max(values):.3f}", "< 0.3", met])
+    print(table(["SIGKILL -> next success (s)", "median", "max", "target", "met"], rows))
+    print()
+    print(table(["closed loop, 32 clients, 15 s", "req/s", "errors", "workers killed", "target"], [
+        ["no kills", f"{steady[0]:.0f}", f"{steady[1]:.2%}", "0", ""],
+        [f"SIGKILL every {KILL_EVERY_S:.0f} s", f"{killed[0]:.0f} ({killed[0] / steady[0]:.2f}x)",
+         f"{killed[1]:.2%}", str(killed[2]), "0 errors: " + ("met" if killed[1] == 0 else "NOT met")],
+    ]))
 
 
 if __name__ == "__main__":

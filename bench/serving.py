@@ -60,7 +60,7 @@ THREADS_ENV = "BENCH_THREADS"  # read by bench/baselines/minilm.py
 #: A run during which other processes used more than this share of the CPU is done again...
 NOISE = 0.10
 RUN_ATTEMPTS = 3  # ...at most this many times in all (the quietest one is kept)
-QUIET_WAIT_S = 60.0  # before a run, wait at most this long for the others to go under NOISE
+QUIET_WAIT_S = 15.0  # before a run, wait at most this long for the others to go under NOISE
 
 #: watchkeeper's embed configuration (see the module docstring; ``--tune`` measures the others).
 WK_EMBED: dict[str, Any] = {"app": "watchkeeper.apps.embed:Embed", "replicas": 1, "threads": CORES,

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table  # noqa: E402
+from common import machine, table
 
-from watchkeeper.wire import BlockingChannel, read_message  # noqa: E402
+from watchkeeper.wire import BlockingChannel, read_message
 
 SIZES_MB = (1, 16, 128)
 ROUNDS = 5

@@ -44,7 +44,15 @@ from watchkeeper.messages import (
     TemplateUnsafe,
 )
 from watchkeeper.wire import BlockingChannel
-from watchkeeper.worker import LoadError, Worker, die_with_parent, load_model, run_worker, start_process
+from watchkeeper.worker import (
+    LoadError,
+    Worker,
+    die_with_parent,
+    load_model,
+    run_worker,
+    set_title,
+    start_process,
+)
 
 __all__ = ["MAX_MESSAGE", "Template", "fork_hazard", "main", "native_threads"]
 
@@ -149,6 +157,7 @@ class Template:
             die_with_parent(template_pid)
             spec = request.spec
             configure_logging(spec.log_level, process="worker", model=spec.model, replica=spec.replica)
+            set_title("worker", spec)
             worker = Worker(spec, BlockingChannel(socket.socket(fileno=fd)), self.model, self.device)
             return run_worker(worker)
         except BaseException:  # nothing may return into the template's loop

@@ -58,7 +58,7 @@ from watchkeeper.wire import BlockingChannel, ChannelClosed
 
 __all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent", "error_info",
            "import_app", "limit_threads", "load_model", "main", "resolve_device", "run_worker",
-           "start_process"]
+           "set_title", "start_process"]
 
 log = logging.getLogger("watchkeeper.worker")
 
@@ -284,6 +284,17 @@ def limit_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def set_title(role: str, spec: WorkerSpec) -> None:
+    """Name the process for ps/top: ``watchkeeper worker embed#0`` (forked ones too)."""
+    title = f"watchkeeper {role} {spec.model}" + (f"#{spec.replica}" if spec.replica >= 0 else "")
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(title)
+    except ImportError:  # optional: ps then shows the interpreter's command line
+        pass
+
+
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel to SIGKILL us when the front dies; exit now if it already has."""
     try:
@@ -321,6 +332,7 @@ def start_process(role: str, argv: Sequence[str] | None) -> tuple[argparse.Names
     spec = WorkerSpec(**json.loads(args.spec))
     limit_threads(spec.threads)
     configure_logging(spec.log_level, process=role, model=spec.model, replica=spec.replica)
+    set_title(role, spec)
     return args, spec
 
 
