@@ -109,6 +109,13 @@ class ServerConfig(_Frozen):
     max_body_mb: StrictFloat = Field(
         default=32.0, gt=0, description="Largest request body accepted, in MiB (larger: 413)."
     )
+    memory_budget_fraction: StrictFloat = Field(
+        default=0.8,
+        gt=0,
+        le=1,
+        description="Share of each device's memory (GPU, or RAM) that requests may hold at "
+        "once; a request that does not fit waits, is degraded or gets 503.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log records written."
     )
@@ -171,6 +178,19 @@ class ModelConfig(_Frozen):
         le=1024,
         description="Most requests sent to a worker in one batch; unset: the model's own "
         "`max_batch_size` (a larger value is lowered to it).",
+    )
+    memory_limit_mb: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        description="Hard cap on what each worker may allocate beyond its size after warm-up "
+        "(RLIMIT_AS): past it, allocations fail with MemoryError instead of the kernel killing "
+        "the process. Also each worker's memory budget for admission. Unset: no cap.",
+    )
+    memory_budget_mb: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        description="Memory (MB) that this model's requests may hold at once on one device; "
+        "unset: `server.memory_budget_fraction` of the device (of `memory_limit_mb` when set).",
     )
     fork_from_template: bool = Field(
         default=True,

@@ -31,13 +31,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PlainValidator, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainValidator,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
-__all__ = ["Model", "Inputs", "Params", "NoParams", "Example", "Blob", "ImageInput", "as_bytes"]
+__all__ = ["Model", "Inputs", "Params", "NoParams", "Example", "Blob", "ImageInput", "as_bytes",
+           "CleanText", "CleanTextOrEmpty", "CLEAN_TEXT_NOTE", "MAX_COMBINING_RUN", "clean_text"]
 
 
 class Inputs(BaseModel):
@@ -122,6 +134,110 @@ ImageInput = Annotated[
 ]
 
 
+#: Line breaks that become ``\n``: CRLF, CR, NEL and the Unicode line/paragraph separators.
+_LINE_BREAKS = re.compile("\r\n?|[\x85\u2028\u2029]")
+#: Unicode categories removed: control (``Cc``; ``\n`` and ``\t`` are kept) and format
+#: (``Cf``: zero-width spaces and joiners, bidi controls, BOM, soft hyphen, tags...).
+_REMOVED_CATEGORIES = frozenset({"Cc", "Cf"})
+_KEPT_CONTROLS = frozenset("\n\t")
+#: Combining marks kept in a row (Unicode's stream-safe limit, UAX #15). Longer runs
+#: ("Zalgo" text) are cut, which also keeps NFC linear: CPython reorders a run of marks in
+#: quadratic time (64,000 alternating accents take over 20 s).
+MAX_COMBINING_RUN = 30
+# Emoji that need a format character to be themselves are left whole: ZWJ sequences
+# (woman U+200D laptop, rainbow flag; the pictograph ranges approximate Unicode's
+# Extended_Pictographic) and subdivision flags (black flag, tag letters, cancel tag).
+_PICTOGRAPH = (
+    "\u00a9\u00ae\u203c\u2049\u2122\u2139\u2190-\u2bff\u3030\u303d\u3297\u3299\U0001f000-\U0001faff"
+)
+_EMOJI_MODIFIER = "\ufe0f\U0001f3fb-\U0001f3ff"
+_EMOJI_WITH_FORMAT_CHARS = re.compile(
+    f"([{_PICTOGRAPH}][{_EMOJI_MODIFIER}]*(?:\u200d[{_PICTOGRAPH}][{_EMOJI_MODIFIER}]*)+"
+    "|\U0001f3f4[\U000e0020-\U000e007e]+\U000e007f)"
+)
+CLEAN_TEXT_NOTE = (
+    "Cleaned before the length is checked: Unicode NFC; invisible format characters "
+    "(zero-width spaces and joiners, bidi controls, BOM, soft hyphen) and control characters "
+    "other than newline and tab removed; runs of more than 30 combining marks cut to 30; CRLF, "
+    "CR and Unicode line separators turned into LF; leading and trailing whitespace stripped."
+)
+
+
+def clean_text(text: str) -> str:
+    r"""``text`` with invisible and control characters removed, NFC-normalised and stripped.
+
+    >>> clean_text("\ufeff  Cafe\u0301\u200b\r\nnext\x00 line\t ")
+    'Café\nnext line'
+
+    Removed: Unicode format characters (category ``Cf``: U+200B..U+200F zero-width and
+    direction marks, U+202A..U+202E bidi embeddings and overrides, U+2060..U+2064, U+FEFF,
+    U+00AD soft hyphen, ...) except inside the emoji sequences made with them, and control
+    characters (``Cc``) except ``\n`` and ``\t``. Runs of combining marks are cut to
+    ``MAX_COMBINING_RUN``. CRLF, CR, NEL, U+2028 and U+2029 become ``\n``. Lone surrogates
+    are left for the ``str`` validation to refuse. Linear in the length of ``text``.
+    """
+    text = _LINE_BREAKS.sub("\n", text)
+    pieces = _EMOJI_WITH_FORMAT_CHARS.split(text)  # odd indices: emoji sequences, kept whole
+    text = "".join(p if i % 2 else _drop_invisible(p) for i, p in enumerate(pieces))
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _drop_invisible(text: str) -> str:
+    """``text`` without Cc/Cf characters and overlong runs of combining marks.
+
+    Each distinct character is looked up once; the removals are regular expressions.
+    """
+    chars = set(text)
+    removed = "".join(
+        ch for ch in chars
+        if ch not in _KEPT_CONTROLS and unicodedata.category(ch) in _REMOVED_CATEGORIES
+    )
+    if removed:
+        text = re.sub(f"[{re.escape(removed)}]", "", text)
+    marks = "".join(ch for ch in chars if unicodedata.combining(ch))
+    if marks:
+        mark = f"[{re.escape(marks)}]"
+        text = re.sub(f"({mark}{{{MAX_COMBINING_RUN}}}){mark}+", r"\1", text)
+    return text
+
+
+@dataclass(frozen=True)
+class _TextHygiene:
+    """Cleans a text field before pydantic's ``str`` checks, so length bounds see the result."""
+
+    allow_empty: bool
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_before_validator_function(self.clean, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["description"] = CLEAN_TEXT_NOTE  # a field's own description replaces it
+        return json_schema
+
+    def clean(self, value: Any) -> Any:
+        if isinstance(value, bytes | bytearray):  # multipart files arrive as bytes
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("is not valid UTF-8 text") from None
+        if not isinstance(value, str):
+            return value  # the str validation names the wrong type
+        cleaned = clean_text(value)
+        if not cleaned and not self.allow_empty:
+            raise ValueError("is empty once invisible characters and whitespace are removed")
+        return cleaned
+
+
+#: Text from clients, cleaned (see :func:`clean_text`) and refused when nothing is left.
+#: Bounds go on the field and apply to the cleaned text: ``Field(max_length=1000)``.
+CleanText = Annotated[str, _TextHygiene(allow_empty=False)]
+#: :data:`CleanText` that may be empty (e.g. an optional tag).
+CleanTextOrEmpty = Annotated[str, _TextHygiene(allow_empty=True)]
+
+
 class Model:
     """Base class of a served model. Subclasses set ``Inputs``/``Params`` and override methods.
 
@@ -151,4 +267,15 @@ class Model:
 
     def probe(self) -> Example | None:
         """A tiny canary input and a check of its output, for the deep health check."""
+        return None
+
+    # --- memory: these two run in the model's template process, where setup() may not
+    # have run: they must depend on the params (and class attributes) only.
+
+    def estimate_memory(self, params: Any) -> int | None:
+        """Bytes one request with ``params`` needs at its peak (None: learn it by measuring)."""
+        return None
+
+    def degrade(self, params: Any) -> Any | None:
+        """The next smaller params to try when these do not fit (None: nothing smaller)."""
         return None

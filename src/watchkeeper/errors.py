@@ -14,6 +14,7 @@ them by ``type`` string and never import the web framework.
     │                               refused for quarantine_s
     ├── Overloaded             429  the model's queue is full                (Retry-After)
     ├── Unavailable            503  no replica can serve now, or shutting down (Retry-After)
+    │   └── OutOfMemory        503  the request does not fit in memory, even degraded
     ├── DeadlineExceeded       504  the request's deadline passed (queued or running)
     ├── WorkerCrashed          502  the worker died under the request and under its retry
     │                               (with quarantine_s = 0; otherwise InputQuarantined)
@@ -36,6 +37,7 @@ __all__ = [
     "InputQuarantined",
     "Overloaded",
     "Unavailable",
+    "OutOfMemory",
     "DeadlineExceeded",
     "WorkerCrashed",
     "ModelError",
@@ -105,6 +107,11 @@ class Unavailable(WatchkeeperError):
     default_suggestion = "Retry after the number of seconds in Retry-After; GET /health says why."
 
 
+class OutOfMemory(Unavailable):
+    type = "out_of_memory"
+    default_suggestion = "Retry later, or with smaller params (see the suggestion's values)."
+
+
 class DeadlineExceeded(WatchkeeperError):
     type = "deadline_exceeded"
     default_suggestion = "Raise X-Request-Timeout (up to the model's timeout_s) or send less work."
@@ -132,6 +139,7 @@ _BY_TYPE: dict[str, type[WatchkeeperError]] = {
         InputQuarantined,
         Overloaded,
         Unavailable,
+        OutOfMemory,
         DeadlineExceeded,
         WorkerCrashed,
         ModelError,

@@ -18,10 +18,12 @@ and pickles them over one socket per worker. The conversation of one worker::
 A model's template process (``watchkeeper.template``) talks on its own socket::
 
     template                                 front
-      |-- TemplateReady / TemplateUnsafe ----->|   or LoadFailed, then exit 3/4
+      |-- TemplateReady(fork_hazard, plans) -->|   or LoadFailed, then exit 3/4
       |<-------- ForkRequest(token, spec) + fd-|   fd: the new worker's end of its socket
       |-- Forked(token, pid) / ForkFailed ---->|   the child then speaks as a worker on fd
       |-- ChildExited(pid, returncode) ------->|   the template reaps its children
+      |<-------- PlanRequest(token, params) ---|   a request's degradation ladder
+      |-- Planned(token, rungs) -------------->|   (params, estimate_memory) per rung
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ __all__ = [
     "BatchDone",
     "ProbeDone",
     "TemplateReady",
-    "TemplateUnsafe",
+    "PlanRequest",
+    "Planned",
     "ForkRequest",
     "Forked",
     "ForkFailed",
@@ -76,6 +79,7 @@ class WorkerSpec:
     heartbeat_interval_s: float
     threads: int = 1  # CPU threads for the model's maths libraries
     log_level: str = "info"
+    memory_limit_mb: float | None = None  # address space allowed above the size after warm-up
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class BatchDone:
     batch_id: int
     results: tuple[ItemResult, ...]
     infer_ms: float
+    peak_bytes: int | None = None  # memory the batch needed at its peak, when measurable
 
 
 @dataclass(frozen=True)
@@ -177,19 +182,29 @@ class ProbeDone:
 
 @dataclass(frozen=True)
 class TemplateReady:
-    """The template has imported and set up the model (never run it) and can fork."""
+    """The template has imported (and, unless plan-only, set up) the model, never run it."""
 
     pid: int
     device: str
     timings_ms: dict[str, float]  # import, setup
     native_threads: int
+    fork_hazard: str | None = None  # why it cannot fork (None: it can)
+    plans: bool = False  # the model has estimate_memory or degrade
 
 
 @dataclass(frozen=True)
-class TemplateUnsafe:
-    """Forking this model is not safe (e.g. CUDA is initialised); workers must be spawned."""
+class PlanRequest:
+    token: int
+    params: dict[str, Any]
 
-    reason: str
+
+@dataclass(frozen=True)
+class Planned:
+    """A request's ladder: validated params, then each ``degrade`` step, with estimates."""
+
+    token: int
+    rungs: tuple[tuple[dict[str, Any], int | None], ...] = ()
+    error: ErrorInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -221,4 +236,4 @@ class ChildExited:
 
 FrontMessage = RunBatch | RunProbe | Stop
 WorkerMessage = Ready | LoadFailed | Heartbeat | BatchDone | ProbeDone
-TemplateMessage = TemplateReady | TemplateUnsafe | LoadFailed | Forked | ForkFailed | ChildExited
+TemplateMessage = TemplateReady | LoadFailed | Forked | ForkFailed | ChildExited | Planned

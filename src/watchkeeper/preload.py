@@ -7,10 +7,12 @@ the supervisor for every worker start; when the template dies it starts another.
 - A template that fails to load counts as a load failure of the model
   (``on_load_failed(reason, fatal)`` says how long to back off, or None once the model is
   FAILED; ``fatal`` when the app cannot even be imported).
-- A template that reports forking unsafe (CUDA, threads) disables the keeper: workers
-  are spawned the ordinary way from then on.
-- So does a template that dies ``MAX_TEMPLATE_DEATHS`` times after loading: a model that
-  breaks its template should not take its workers down with it again and again.
+- A template that reports forking unsafe (CUDA, threads) is replaced by a plan-only one
+  (the class imported, never set up): workers are spawned the ordinary way from then on,
+  and requests are still planned (``estimate_memory``, ``degrade``). GPU models and
+  ``fork_from_template = false`` start plan-only.
+- A template that dies ``MAX_TEMPLATE_DEATHS`` times after loading is given up: a model
+  that breaks its template should not take its workers down with it again and again.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ class TemplateKeeper:
         *,
         load_timeout_s: float,
         on_load_failed: Callable[[str, bool], float | None],
-        enabled: bool = True,
+        forking: bool = True,
     ) -> None:
         self.spec = spec
         self.load_timeout_s = load_timeout_s
-        self.enabled = enabled
+        self.forking = forking
+        self.running = True
         self.handle: TemplateHandle | None = None
-        self.disabled_reason: str | None = None if enabled else "turned off"
+        self.fork_off_reason: str | None = None if forking else "turned off, or a GPU model"
         self.deaths = 0
         self._on_load_failed = on_load_failed
         self._task: asyncio.Task[None] | None = None
@@ -54,13 +57,14 @@ class TemplateKeeper:
 
     def start(self) -> None:
         """Start keeping a template (again, after a stop or a FAILED model)."""
-        if self.enabled and (self._task is None or self._task.done()):
+        if self.running and (self._task is None or self._task.done()):
             self._task = asyncio.get_running_loop().create_task(self._keep())
 
     async def restart(self) -> None:
         """Load afresh (an operator restart): a new template, its death count forgotten."""
         await self.stop()
         self.deaths = 0
+        self.running = True
         self.start()
 
     async def stop(self) -> None:
@@ -75,10 +79,16 @@ class TemplateKeeper:
         self._notify()
 
     async def template(self) -> TemplateHandle | None:
-        """A ready template to fork from, or None: spawn instead (disabled, or failing)."""
-        while self.enabled and self._task is not None and not self._task.done():
+        """A ready template to fork from, or None: spawn instead (forking off, or failing)."""
+        handle = await self.planner() if self.forking else None
+        return handle if handle is not None and handle.can_fork else None
+
+    async def planner(self) -> TemplateHandle | None:
+        """The ready template (forking or plan-only), or None when there is none to wait for."""
+        while self.running and self._task is not None and not self._task.done():
             handle = self.handle
-            if handle is not None and handle.state is TemplateState.READY:
+            if handle is not None and handle.state is TemplateState.READY and (
+                    handle.can_fork or not self.forking):
                 return handle
             self._changed.clear()
             await self._changed.wait()
@@ -87,14 +97,14 @@ class TemplateKeeper:
     def _notify(self) -> None:
         self._changed.set()
 
-    def _disable(self, reason: str) -> None:
-        self.enabled = False
-        self.disabled_reason = reason
-        log_event(log, "template.disabled", logging.WARNING, model=self.spec.model, reason=reason)
+    def _stop_forking(self, reason: str) -> None:
+        self.forking = False
+        self.fork_off_reason = reason
+        log_event(log, "template.no_fork", logging.WARNING, model=self.spec.model, reason=reason)
 
     async def _keep(self) -> None:
         try:
-            while self.enabled:
+            while self.running:
                 delay = await self._run_one()
                 if delay is None:
                     return
@@ -104,12 +114,16 @@ class TemplateKeeper:
 
     async def _run_one(self) -> float | None:
         """Run one template until it dies; the delay before the next, or None to stop."""
-        handle = self.handle = TemplateHandle(self.spec)
+        handle = self.handle = TemplateHandle(self.spec, plan_only=not self.forking)
         try:
             await handle.start()
         except OSError as exc:
             return self._on_load_failed(f"could not start the template: {exc}", False)
         state = await handle.wait_settled(self.load_timeout_s)
+        if state is TemplateState.READY and self.forking and not handle.can_fork:
+            self._stop_forking(f"forking is unsafe: {handle.fork_hazard}")
+            handle.kill()  # it holds the model's weights: come back plan-only
+            return 0.0
         self._notify()
         if state is TemplateState.READY:
             for phase, ms in handle.timings_ms.items():
@@ -118,9 +132,6 @@ class TemplateKeeper:
             self._notify()
             return self._died(handle)
         handle.kill()
-        if state is TemplateState.UNSAFE:
-            self._disable(f"forking is unsafe: {handle.error}")
-            return None
         reason = handle.error or f"the template did not load within {self.load_timeout_s:.0f} s"
         return self._on_load_failed(reason, handle.failed_stage == "import")
 
@@ -129,6 +140,8 @@ class TemplateKeeper:
         log_event(log, "template.exit", logging.WARNING, model=self.spec.model, pid=handle.pid,
                   returncode=handle.returncode, deaths=self.deaths)
         if self.deaths >= MAX_TEMPLATE_DEATHS:
-            self._disable(f"the template died {self.deaths} times")
+            self.running = False
+            log_event(log, "template.given_up", logging.ERROR, model=self.spec.model,
+                      deaths=self.deaths)
             return None
         return 0.0

@@ -92,6 +92,7 @@ class Replica:
         self.ready_at: float | None = None
         self.last_seen = self.started_at
         self.schema: ModelSchema | None = None
+        self.device: str | None = None  # where the model runs, as the worker reported it
         self.timings_ms: dict[str, float] = {}
         self.kill_reason: str | None = None
         self.returncode: int | None = None

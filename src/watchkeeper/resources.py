@@ -32,6 +32,7 @@ import psutil
 from watchkeeper.logs import log_event
 
 __all__ = [
+    "free_device_bytes",
     "uses_gpu",
     "DiskReading",
     "GpuReading",
@@ -200,6 +201,16 @@ def read_gpus() -> tuple[GpuReading, ...]:
         total, used = int(memory.total), int(memory.used)
         readings.append(GpuReading(index, str(name), total, used, _percent(used, total)))
     return tuple(readings)
+
+
+def free_device_bytes(device: str) -> int:
+    """Memory free now on ``device``: available RAM for ``cpu``, NVML's free for ``cuda:N``."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        for gpu in read_gpus():
+            if gpu.index == index:
+                return gpu.total_bytes - gpu.used_bytes
+    return read_memory().available_bytes
 
 
 def uses_gpu(device: str) -> bool:

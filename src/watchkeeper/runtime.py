@@ -22,7 +22,8 @@ from watchkeeper import health
 from watchkeeper.config import Config
 from watchkeeper.errors import NotFound
 from watchkeeper.logs import log_event
-from watchkeeper.resources import ResourceMonitor, resource_status
+from watchkeeper.memory import Ledgers
+from watchkeeper.resources import ResourceMonitor, free_device_bytes, resource_status
 from watchkeeper.service import ModelService
 
 __all__ = ["Runtime"]
@@ -36,8 +37,10 @@ class Runtime:
     def __init__(self, config: Config) -> None:
         self.config = config
         level = config.server.log_level
+        self.ledgers = Ledgers(config.server.memory_budget_fraction, free_device_bytes)
         self.services = {
-            name: ModelService(name, cfg, log_level=level) for name, cfg in config.models.items()
+            name: ModelService(name, cfg, log_level=level, ledgers=self.ledgers)
+            for name, cfg in config.models.items()
         }
         server = config.server
         self.monitor = ResourceMonitor([server.data_dir, server.cache_dir])
@@ -104,6 +107,7 @@ class Runtime:
             "resources": {
                 "status": res_status,
                 "reasons": res_reasons,
+                "memory_budgets": self.ledgers.to_list(),
                 **(snapshot.to_dict() if snapshot else {}),
             },
         }

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from watchkeeper.admission import Admission, degraded_info
 from watchkeeper.errors import (
     DeadlineExceeded,
     InputQuarantined,
@@ -35,6 +36,7 @@ from watchkeeper.errors import (
     WorkerCrashed,
     error_from_type,
 )
+from watchkeeper.memory import Rung
 from watchkeeper.messages import BatchDone, Item, ProbeDone, RunBatch, RunProbe
 from watchkeeper.quarantine import Quarantine, fingerprint
 from watchkeeper.replica import Replica, ReplicaState
@@ -59,6 +61,7 @@ class Outcome:
     infer_ms: float
     worker_pid: int | None
     runs: int
+    degraded: dict[str, Any] | None = None
 
 
 @dataclass(eq=False)
@@ -78,7 +81,23 @@ class Pending:
     deaths: int = 0  # worker deaths counted against this input
     solo: bool = False  # must run alone (a probe, or a retry after a batch died)
     replica_pid: int | None = None  # the worker that ran it last
+    ladder: list[Rung] = field(default_factory=list)  # its params, then each degrade step
+    allow_degrade: bool = True
+    rung: int = 0  # the largest rung it may still run at (raised after an out-of-memory)
+    chosen: int = 0  # the rung it was last admitted at
+    need: int = 0  # bytes reserved for it while it runs
+    degrade_reason: str | None = None
+    batch_cap: int = 0  # after a batch ran out of memory: the most it may share a batch with
+    oom_retries: int = 0
     _fp: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.ladder:
+            self.ladder = [Rung(self.params)]
+
+    @property
+    def run_params(self) -> dict[str, Any]:
+        return self.ladder[self.chosen].params
 
     @property
     def open(self) -> bool:
@@ -104,22 +123,38 @@ class InFlight:
     sent_at: float
 
 
-def take_batch(queue: deque[Pending], max_size: int) -> list[Pending]:
-    """Pop the next batch: up to ``max_size`` open requests; a solo request goes alone.
+Admit = Callable[["Pending", int], "int | None"]
 
+
+def take_batch(queue: deque[Pending], max_size: int, admit: Admit | None = None) -> list[Pending]:
+    """Take the next batch: up to ``max_size`` open requests that fit; a solo one goes alone.
+
+    ``admit(pending, bytes_already_in_batch)`` says what a request needs at the rung it
+    gets, or None when it does not fit now: it stays queued, in order, for a later batch.
     Requests whose future is already done (answered 504, client gone) are dropped.
     """
     batch: list[Pending] = []
+    kept: list[Pending] = []
+    used = 0
     while queue and len(batch) < max_size:
-        head = queue[0]
-        if not head.open:
-            queue.popleft()
+        pending = queue.popleft()
+        if not pending.open:
             continue
-        if head.solo and batch:
+        capped = pending.batch_cap and len(batch) >= pending.batch_cap
+        if (pending.solo and batch) or capped:
+            kept.append(pending)
             break
-        batch.append(queue.popleft())
-        if head.solo:
+        need = admit(pending, used) if admit is not None else 0
+        if need is None:
+            if pending.open:
+                kept.append(pending)
+            continue
+        batch.append(pending)
+        used += need
+        max_size = min(max_size, pending.batch_cap or max_size)
+        if pending.solo:
             break
+    queue.extendleft(reversed(kept))
     return batch
 
 
@@ -136,6 +171,7 @@ class Scheduler:
         quarantine: Quarantine,
         replicas: Callable[[], Sequence[Replica]],
         on_outcome: Callable[[Pending, Outcome | None, WatchkeeperError | None], None],
+        admission: Admission | None = None,
     ) -> None:
         self.model = model
         self.max_queue = max_queue
@@ -149,6 +185,7 @@ class Scheduler:
         self.last_success_at: float | None = None
         self._replicas = replicas
         self._on_outcome = on_outcome
+        self.admission = admission
         self._ids = itertools.count(1)
         self._wait_timer: asyncio.TimerHandle | None = None
 
@@ -166,6 +203,8 @@ class Scheduler:
                     f"'{self.model}'; it is refused for another {left:.0f} s",
                     retry_after_s=left,
                 )
+        if self.admission is not None and pending.kind is Kind.REQUEST:
+            self.admission.check_submit(pending)
         if len(self.queue) >= self.max_queue:
             self._drop_answered()
         if len(self.queue) >= self.max_queue and pending.kind is Kind.REQUEST:
@@ -174,11 +213,33 @@ class Scheduler:
                 f"{self.max_queue})",
                 retry_after_s=self.retry_after_s(),
             )
+        if pending.kind is Kind.REQUEST:
+            self._shed_if_too_late(pending)
         if pending.solo:
             self.queue.appendleft(pending)
         else:
             self.queue.append(pending)
         self.dispatch()
+
+    def expected_wait_s(self) -> float:
+        """How long a request queued now would likely wait for a worker."""
+        ready = sum(1 for r in self._replicas() if r.state in (ReplicaState.READY, ReplicaState.BUSY))
+        if not ready or not self.service_s:
+            return 0.0
+        batches_ahead = len(self.inflight) + len(self.queue) / self.max_batch_size
+        return batches_ahead * self.service_s / ready
+
+    def _shed_if_too_late(self, pending: Pending) -> None:
+        """Load shedding: refuse now what would only time out in the queue."""
+        wait = self.expected_wait_s()
+        left = pending.deadline - time.monotonic()
+        if wait and wait + self.service_s > left:
+            raise Unavailable(
+                f"model '{self.model}' is busy: the expected wait ({wait:.1f} s) and run "
+                f"({self.service_s:.1f} s) exceed this request's deadline ({left:.1f} s)",
+                suggestion="Retry after Retry-After, or allow a longer X-Request-Timeout.",
+                retry_after_s=wait,
+            )
 
     def _drop_answered(self) -> None:
         self.queue = deque(p for p in self.queue if p.open)
@@ -201,9 +262,17 @@ class Scheduler:
             replica = next((r for r in self._replicas() if r.idle), None)
             if replica is None or self._waiting_for_stragglers():
                 return
-            batch = take_batch(self.queue, self.max_batch_size)
-            if batch:
-                self._send(replica, batch)
+            admit = self._admit_on(replica) if self.admission is not None else None
+            batch = take_batch(self.queue, self.max_batch_size, admit)
+            if not batch:
+                return  # nothing that fits now: memory coming free dispatches again
+            self._send(replica, batch)
+
+    def _admit_on(self, replica: Replica) -> Admit:
+        admission = self.admission
+        assert admission is not None
+        admission.min_wait_s = max(self.service_s, 0.05)
+        return lambda pending, used: admission.admit(replica, pending, used)
 
     def _waiting_for_stragglers(self) -> bool:
         """Hold a part-full batch until ``max_wait_ms`` after its oldest request came in."""
@@ -232,8 +301,10 @@ class Scheduler:
         if batch[0].kind is Kind.PROBE:
             replica.send(RunProbe(batch_id))
         else:
-            items = tuple(Item(p.request_id, p.inputs, p.params) for p in batch)
+            items = tuple(Item(p.request_id, p.inputs, p.run_params) for p in batch)
             replica.send(RunBatch(batch_id, items))
+            if self.admission is not None:
+                self.admission.reserve(replica, batch_id, sum(p.need for p in batch))
         replica.state = ReplicaState.BUSY
         loop = asyncio.get_running_loop()
         latest = max(p.deadline for p in batch)
@@ -255,6 +326,8 @@ class Scheduler:
             replica.state = ReplicaState.READY
         if inflight is not None:
             inflight.timer.cancel()
+            if self.admission is not None:
+                self.admission.release(replica, batch_id)
             elapsed = time.monotonic() - inflight.sent_at
             self.service_s += _EWMA_ALPHA * (elapsed - self.service_s)
             if isinstance(message, ProbeDone):
@@ -270,19 +343,54 @@ class Scheduler:
 
     def _resolve_batch(self, inflight: InFlight, message: BatchDone) -> None:
         pid = inflight.replica.pid
+        if self.admission is not None:
+            self.admission.observe(inflight.items, message.peak_bytes)
+        out_of_memory: list[tuple[Pending, dict[str, Any]]] = []
         for pending, result in zip(inflight.items, message.results, strict=True):
-            if result.error is not None:
-                info = result.error
+            info = result.error
+            if info is not None and info.type == "out_of_memory" and self.admission is not None:
+                out_of_memory.append((pending, info.details))
+            elif info is not None:
                 error = error_from_type(info.type, info.message, details=info.details,
                                         suggestion=info.suggestion)
                 self._finish(pending, None, error)
-                continue
-            self.last_success_at = time.monotonic()
-            if self.quarantine:
-                self.quarantine.forgive(pending.fingerprint)
-            queue_ms = ((pending.started_at or pending.enqueued_at) - pending.enqueued_at) * 1000
-            outcome = Outcome(result.outputs or {}, queue_ms, message.infer_ms, pid, pending.runs)
-            self._finish(pending, outcome, None)
+            else:
+                self._succeeded(pending, result.outputs or {}, message.infer_ms, pid)
+        if out_of_memory:
+            self._after_out_of_memory(inflight, out_of_memory)
+
+    def _succeeded(self, pending: Pending, outputs: dict[str, Any], infer_ms: float,
+                   pid: int | None) -> None:
+        self.last_success_at = time.monotonic()
+        if self.quarantine:
+            self.quarantine.forgive(pending.fingerprint)
+        queue_ms = ((pending.started_at or pending.enqueued_at) - pending.enqueued_at) * 1000
+        outcome = Outcome(outputs, queue_ms, infer_ms, pid, pending.runs, degraded_info(pending))
+        self._finish(pending, outcome, None)
+
+    def _after_out_of_memory(self, inflight: InFlight, failed: list[tuple[Pending, dict[str, Any]]]) -> None:
+        """Split a batch in halves; retry a lone request once on its next rung; else 503."""
+        assert self.admission is not None
+        size = len(inflight.items)
+        retry: list[Pending] = []
+        for pending, details in failed:
+            self.admission.out_of_memory(inflight.replica, pending, details, size)
+            if size > 1:
+                pending.batch_cap = max(1, size // 2)
+                retry.append(pending)
+            elif pending.oom_retries == 0 and pending.allow_degrade and pending.chosen + 1 < len(
+                    pending.ladder):
+                pending.oom_retries += 1
+                pending.rung = pending.chosen + 1
+                pending.degrade_reason = f"out of memory at {pending.run_params}"
+                retry.append(pending)
+            else:
+                needs = self.admission.needs(pending)
+                self._finish(pending, None, self.admission.refusal(
+                    pending, needs, 0, "the worker ran out of memory running it"))
+        if any(details.get("recycle") for _, details in failed):
+            inflight.replica.kill("oom")  # its memory did not come back
+        self.queue.extendleft(reversed(retry))
 
     def _finish(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
         if pending.open:
@@ -301,6 +409,8 @@ class Scheduler:
             return
         del self.inflight[inflight.batch_id]
         inflight.timer.cancel()
+        if self.admission is not None:
+            self.admission.release(replica, inflight.batch_id)
         reason = replica.kill_reason
         counts = (len(inflight.items) == 1 and reason in (None, "deadline")
                   and inflight.items[0].kind is Kind.REQUEST)

@@ -8,30 +8,51 @@ worker reported (a quick 422 without queueing); the worker checks again with pyd
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import fastjsonschema
 
 from watchkeeper import metrics
+from watchkeeper.admission import Admission
 from watchkeeper.config import ModelConfig
-from watchkeeper.errors import DeadlineExceeded, InvalidInput, Unavailable, WatchkeeperError
+from watchkeeper.errors import (
+    DeadlineExceeded,
+    InvalidInput,
+    Unavailable,
+    WatchkeeperError,
+    error_from_type,
+)
+from watchkeeper.logs import log_event
+from watchkeeper.memory import Ledger, Ledgers, Rung, shape_key
 from watchkeeper.messages import ModelSchema
 from watchkeeper.prober import Prober
 from watchkeeper.quarantine import Quarantine
-from watchkeeper.replica import ReplicaState
+from watchkeeper.replica import Replica, ReplicaState
 from watchkeeper.scheduler import Outcome, Pending, Scheduler
 from watchkeeper.supervisor import ModelState, Supervisor
+from watchkeeper.template_handle import ForkError, TemplateState
 
-__all__ = ["ModelService"]
+__all__ = ["ModelService", "MAX_PLANS"]
+
+log = logging.getLogger("watchkeeper.service")
+
+#: Ladders remembered per model (one per distinct params; least recently used go first).
+MAX_PLANS = 4096
 
 
 class ModelService:
     """Everything the front runs for one configured model."""
 
-    def __init__(self, name: str, config: ModelConfig, *, log_level: str = "info") -> None:
+    def __init__(self, name: str, config: ModelConfig, *, log_level: str = "info",
+                 ledgers: Ledgers | None = None) -> None:
         self.name = name
         self.config = config
+        self._ledgers = ledgers
+        self._plans: OrderedDict[str, list[Rung]] = OrderedDict()
+        self.admission = Admission(name, self._ledger_for)
         self.schema: ModelSchema | None = None
         self._check_params: Any = None
         self.quarantine = Quarantine(config.quarantine_s)
@@ -57,6 +78,7 @@ class ModelService:
             quarantine=self.quarantine,
             replicas=self.supervisor.replicas,
             on_outcome=self._observe,
+            admission=self.admission,
         )
         self.prober = Prober(
             name,
@@ -108,14 +130,17 @@ class ModelService:
     # --- requests ------------------------------------------------------------------
 
     async def predict(
-        self, request_id: str, inputs: dict[str, Any], params: dict[str, Any], timeout_s: float
+        self, request_id: str, inputs: dict[str, Any], params: dict[str, Any], timeout_s: float,
+        allow_degrade: bool = True,
     ) -> Outcome:
         """Queue one request and wait for its answer until its deadline."""
         self._refuse_if_failed()
         self.check_params(params)
+        ladder = await self.plan(params)
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        pending = Pending(self.name, request_id, inputs, params, now + timeout_s, loop.create_future())
+        pending = Pending(self.name, request_id, inputs, params, now + timeout_s, loop.create_future(),
+                          ladder=ladder, allow_degrade=allow_degrade)
         self.scheduler.submit(pending)
         try:
             return await asyncio.wait_for(pending.future, timeout_s)
@@ -125,6 +150,35 @@ class ModelService:
                 f"model '{self.name}' did not answer within {timeout_s:.1f} s (it was {waited})",
                 details={"timeout_s": timeout_s, "phase": waited},
             ) from None
+
+    async def plan(self, params: dict[str, Any]) -> list[Rung]:
+        """The request's ladder from the model's template (cached per params)."""
+        handle = self.supervisor.keeper.handle
+        if handle is None or handle.state is not TemplateState.READY or not handle.plans:
+            return [Rung(params)]
+        key = shape_key(params)
+        ladder = self._plans.get(key)
+        if ladder is None:
+            try:
+                planned = await handle.plan(params)
+            except (ForkError, TimeoutError) as exc:
+                log_event(log, "plan.failed", logging.WARNING, model=self.name, error=str(exc))
+                return [Rung(params)]
+            if planned.error is not None:
+                info = planned.error
+                raise error_from_type(info.type, info.message, details=info.details)
+            ladder = [Rung(p, estimate) for p, estimate in planned.rungs] or [Rung(params)]
+            self._plans[key] = ladder
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)
+        return ladder
+
+    def _ledger_for(self, replica: Replica) -> Ledger | None:
+        if self._ledgers is None or replica.device is None:
+            return None
+        cfg = self.config
+        return self._ledgers.get(self.name, replica.index, replica.device, cfg.memory_limit_mb,
+                                 cfg.memory_budget_mb)
 
     def _refuse_if_failed(self) -> None:
         if self.supervisor.failed_reason is not None:
@@ -178,6 +232,7 @@ class ModelService:
             "timeout_s": self.config.timeout_s,
             "max_queue": self.config.max_queue,
             "max_batch_size": self.scheduler.max_batch_size,
+            "memory": self.admission.describe(self.supervisor.replicas()),
             "inputs_schema": schema.inputs if schema else None,
             "params_schema": schema.params if schema else None,
         }
@@ -194,6 +249,7 @@ class ModelService:
             "queue_depth": self.scheduler.depth,
             "overloaded": self.overloaded,
             "in_flight": sum(len(f.items) for f in self.scheduler.inflight.values()),
+            "memory": self.admission.describe(self.supervisor.replicas()),
             "quarantined_inputs": len(self.quarantine),
             "probe": self.prober.last.to_dict() if self.prober.last else None,
             "template": self._template_health(),
@@ -202,11 +258,14 @@ class ModelService:
     def _template_health(self) -> dict[str, Any]:
         keeper = self.supervisor.keeper
         handle = keeper.handle
-        if not keeper.enabled or handle is None:
-            return {"state": "off", "reason": keeper.disabled_reason}
+        if not keeper.running or handle is None:
+            return {"state": "off", "forking": False, "reason": "the template died too often"}
         return {
             "state": handle.state.value,
             "pid": handle.pid if not handle.dead else None,
+            "forking": keeper.forking,
+            "fork_off_reason": keeper.fork_off_reason,
+            "plans": handle.plans,
             "startup_ms": handle.timings_ms,
             "error": handle.error,
             "deaths": keeper.deaths,

@@ -109,7 +109,7 @@ class Supervisor:
             self._spec(-1),
             load_timeout_s=config.load_timeout_s,
             on_load_failed=self._template_load_failed,
-            enabled=config.fork_from_template and not uses_gpu(config.device),
+            forking=config.fork_from_template and not uses_gpu(config.device),
         )
 
     # --- queries -------------------------------------------------------------------
@@ -196,6 +196,7 @@ class Supervisor:
             heartbeat_interval_s=min(1.0, cfg.heartbeat_timeout_s / 4),
             threads=cfg.threads or max(1, len(os.sched_getaffinity(0)) // cfg.replicas),
             log_level=self.log_level,
+            memory_limit_mb=cfg.memory_limit_mb,
         )
 
     async def _spawn(self, slot: Slot) -> None:
@@ -266,6 +267,7 @@ class Supervisor:
         replica.state = ReplicaState.READY
         replica.ready_at = time.monotonic()
         replica.schema = message.schema
+        replica.device = message.device
         replica.timings_ms = {**replica.timings_ms, **message.timings_ms}
         self.load_failures = 0
         self.ever_ready = True

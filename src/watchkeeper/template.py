@@ -10,8 +10,13 @@ up and reports Ready, so a replaced worker is serving in the time of a fork and 
 warm-up instead of an interpreter start, imports and a weight load.
 
 Forking is only safe in a process that has never initialised CUDA and has started no
-Python threads; the template checks after ``setup`` and reports ``TemplateUnsafe`` (the
-front then spawns workers the ordinary way) when it is not.
+Python threads; the template checks after ``setup`` and says so in ``TemplateReady``
+(the front then spawns workers the ordinary way, and restarts the template plan-only).
+
+The template also plans: for a request's params it returns the ladder of the model's
+``degrade`` steps with each one's ``estimate_memory``, which the front's admission uses.
+Started with ``--plan-only`` (GPU models, or forking turned off) it imports the model's
+class but never calls ``setup``: it only plans.
 
 Threads: one. State: the model, the control socket, the children. The template reaps
 its children (SIGCHLD wakes the loop through a self-pipe) and reports their exit codes.
@@ -32,6 +37,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from watchkeeper.contract import Model
 from watchkeeper.logs import configure_logging, log_event
 from watchkeeper.messages import (
@@ -40,26 +47,32 @@ from watchkeeper.messages import (
     Forked,
     ForkFailed,
     ForkRequest,
+    Planned,
+    PlanRequest,
     TemplateReady,
-    TemplateUnsafe,
 )
 from watchkeeper.wire import BlockingChannel
 from watchkeeper.worker import (
     LoadError,
     Worker,
+    describe_validation,
     die_with_parent,
+    error_info,
     load_model,
     run_worker,
     set_title,
     start_process,
 )
 
-__all__ = ["MAX_MESSAGE", "Template", "fork_hazard", "main", "native_threads"]
+__all__ = ["MAX_MESSAGE", "MAX_RUNGS", "Template", "fork_hazard", "main",
+           "native_threads"]
 
 log = logging.getLogger("watchkeeper.template")
 
 #: Largest control message; they are small dataclasses.
 MAX_MESSAGE = 1 << 16
+#: Most rungs of a degradation ladder (a degrade() that never ends is cut here).
+MAX_RUNGS = 16
 
 
 def native_threads() -> int:
@@ -84,10 +97,11 @@ def fork_hazard(device: str) -> str | None:
 class Template:
     """The fork loop of a loaded model."""
 
-    def __init__(self, control: socket.socket, model: Model, device: str) -> None:
+    def __init__(self, control: socket.socket, model: Model, device: str, can_fork: bool) -> None:
         self.control = control
         self.model = model
         self.device = device
+        self.can_fork = can_fork
         self.children: set[int] = set()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -110,7 +124,9 @@ class Template:
                 if not data:
                     return ExitCode.OK  # the front is gone
                 request = pickle.loads(data)
-                if isinstance(request, ForkRequest) and fds:
+                if isinstance(request, PlanRequest):
+                    self.send(self.plan(request))
+                elif isinstance(request, ForkRequest) and fds:
                     self.fork(request, fds[0])
 
     def _drain_wakeups(self) -> None:
@@ -131,7 +147,27 @@ class Template:
             self.children.discard(pid)
             self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
 
+    def plan(self, request: PlanRequest) -> Planned:
+        """The ladder of a request's params: each rung validated, with its estimate."""
+        cls = type(self.model)
+        try:
+            params: Any = cls.Params.model_validate(request.params)
+            rungs: list[tuple[dict[str, Any], int | None]] = []
+            while params is not None and len(rungs) < MAX_RUNGS:
+                rungs.append((params.model_dump(mode="json"), self.model.estimate_memory(params)))
+                params = self.model.degrade(params)
+        except ValidationError as exc:
+            return Planned(request.token, error=error_info(describe_validation("params", exc, cls.Params)))
+        except Exception as exc:  # a bug in estimate_memory or degrade: no ladder
+            log.exception("planning failed", extra={"model": type(self.model).__name__})
+            return Planned(request.token, error=error_info(exc))
+        return Planned(request.token, tuple(rungs))
+
     def fork(self, request: ForkRequest, fd: int) -> None:
+        if not self.can_fork:
+            os.close(fd)
+            self.send(ForkFailed(request.token, "this template does not fork"))
+            return
         start = time.perf_counter()
         try:
             pid = os.fork()
@@ -162,11 +198,12 @@ class Template:
             return run_worker(worker)
         except BaseException:  # nothing may return into the template's loop
             log.exception("forked worker failed")
-            return ExitCode.LOAD_FAILED
+            return 1  # as an uncaught exception ends a spawned worker
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, spec = start_process("template", argv)
+    plan_only = bool(args.plan_only)
     control = socket.socket(fileno=args.fd)
 
     def template_send(message: Any) -> None:
@@ -174,17 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     timings: dict[str, float] = {}
     try:
-        model, device = load_model(spec, timings, template_send)
+        model, device = load_model(spec, timings, template_send, set_up=not plan_only)
     except LoadError as exc:
         return exc.exit_code
-    hazard = fork_hazard(device)
-    if hazard is not None:
-        log_event(log, "template.unsafe", logging.WARNING, reason=hazard)
-        template_send(TemplateUnsafe(hazard))
-        return ExitCode.OK
-    template_send(TemplateReady(os.getpid(), device, timings, native_threads()))
-    log_event(log, "template.ready", device=device, startup_ms=timings, threads=native_threads())
-    return Template(control, model, device).serve()
+    hazard = "started plan-only" if plan_only else fork_hazard(device)
+    plans = any(getattr(type(model), m) is not getattr(Model, m) for m in ("estimate_memory", "degrade"))
+    template_send(TemplateReady(os.getpid(), device, timings, native_threads(), hazard, plans))
+    log_event(log, "template.ready", device=device, startup_ms=timings, fork_hazard=hazard,
+              plans=plans, threads=native_threads())
+    return Template(control, model, device, can_fork=hazard is None).serve()
 
 
 if __name__ == "__main__":

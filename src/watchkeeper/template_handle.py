@@ -35,25 +35,27 @@ from watchkeeper.messages import (
     ForkFailed,
     ForkRequest,
     LoadFailed,
+    Planned,
+    PlanRequest,
     TemplateReady,
-    TemplateUnsafe,
     WorkerSpec,
 )
 
-__all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S"]
+__all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S", "PLAN_TIMEOUT_S"]
 
 log = logging.getLogger("watchkeeper.template")
 
 #: Longest a fork may take before the template is considered stuck (and killed).
 FORK_TIMEOUT_S = 5.0
+#: Longest a plan (a request's degradation ladder) may take.
+PLAN_TIMEOUT_S = 2.0
 #: How long to wait for a dead child's exit code from its template.
 EXIT_CODE_TIMEOUT_S = 2.0
 
 
 class TemplateState(enum.Enum):
     STARTING = "starting"
-    READY = "ready"
-    UNSAFE = "unsafe"  # forking is not safe for this model: spawn workers instead
+    READY = "ready"  # loaded: plans, and forks unless fork_hazard says why not
     FAILED = "failed"  # setup failed (LoadFailed)
     DEAD = "dead"
 
@@ -65,8 +67,11 @@ class ForkError(Exception):
 class TemplateHandle:
     """The front's handle on one template process."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, plan_only: bool = False) -> None:
         self.spec = spec
+        self.plan_only = plan_only
+        self.fork_hazard: str | None = None
+        self.plans = False
         self.state = TemplateState.STARTING
         self.pid: int | None = None
         self.timings_ms: dict[str, float] = {}
@@ -78,7 +83,7 @@ class TemplateHandle:
         self._proc: subprocess.Popen[bytes] | None = None
         self._changed = asyncio.Event()
         self._tokens = itertools.count(1)
-        self._forks: dict[int, asyncio.Future[Forked]] = {}
+        self._forks: dict[int, asyncio.Future[Any]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
@@ -86,9 +91,10 @@ class TemplateHandle:
     async def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            command = [sys.executable, "-m", "watchkeeper.template", "--fd", str(theirs.fileno()),
+                       "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))]
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "watchkeeper.template", "--fd", str(theirs.fileno()),
-                 "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))],
+                command + (["--plan-only"] if self.plan_only else []),
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:
@@ -109,7 +115,7 @@ class TemplateHandle:
         self._gone(f"the template exited ({self.returncode})")
 
     def _gone(self, why: str) -> None:
-        """The process or its socket is gone (UNSAFE and FAILED are kept as they were)."""
+        """The process or its socket is gone (FAILED is kept as it was)."""
         if self.dead:
             return
         self.dead = True
@@ -162,21 +168,21 @@ class TemplateHandle:
         self._handle(pickle.loads(data))
 
     def _handle(self, message: Any) -> None:
-        if isinstance(message, Forked | ForkFailed):
+        if isinstance(message, Forked | ForkFailed | Planned):
             future = self._forks.pop(message.token, None)
             if future is not None and not future.done():
-                if isinstance(message, Forked):
-                    future.set_result(message)
-                else:
+                if isinstance(message, ForkFailed):
                     future.set_exception(ForkError(message.error))
+                else:
+                    future.set_result(message)
         elif isinstance(message, ChildExited):
             self._exit_future(message.pid).set_result(message.returncode)
         elif isinstance(message, TemplateReady):
             self.state, self.timings_ms = TemplateState.READY, message.timings_ms
+            self.fork_hazard, self.plans = message.fork_hazard, message.plans
             log_event(log, "template.ready", model=self.spec.model, pid=self.pid,
-                      startup_ms=message.timings_ms, threads=message.native_threads)
-        elif isinstance(message, TemplateUnsafe):
-            self.state, self.error = TemplateState.UNSAFE, message.reason
+                      startup_ms=message.timings_ms, fork_hazard=message.fork_hazard,
+                      plans=message.plans, threads=message.native_threads)
         elif isinstance(message, LoadFailed):
             self.state, self.error = TemplateState.FAILED, f"{message.stage}: {message.error}"
             self.failed_stage = message.stage
@@ -190,21 +196,40 @@ class TemplateHandle:
 
     # --- forking ---------------------------------------------------------------------
 
+    @property
+    def can_fork(self) -> bool:
+        return self.state is TemplateState.READY and self.fork_hazard is None
+
     async def fork(self, spec: WorkerSpec, fd: int) -> Forked:
         """Fork a worker that will speak on ``fd``; raises ForkError."""
-        if self.state is not TemplateState.READY or self._sock is None:
-            raise ForkError(f"the template is {self.state.value}")
-        token = next(self._tokens)
-        future: asyncio.Future[Forked] = asyncio.get_running_loop().create_future()
-        self._forks[token] = future
-        payload = pickle.dumps(ForkRequest(token, spec), protocol=5)
-        fds = array.array("i", [fd])
+        if not self.can_fork:
+            raise ForkError(f"the template cannot fork ({self.fork_hazard or self.state.value})")
+        fds = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [fd]))]
         try:
-            self._sock.sendmsg([payload], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
-            return await asyncio.wait_for(future, FORK_TIMEOUT_S)
+            forked: Forked = await self._ask(lambda token: ForkRequest(token, spec), fds,
+                                             FORK_TIMEOUT_S)
         except TimeoutError:
             self.kill()  # a template that cannot fork in time is stuck
             raise ForkError(f"the template did not fork within {FORK_TIMEOUT_S} s") from None
+        return forked
+
+    async def plan(self, params: dict[str, Any]) -> Planned:
+        """The ladder for ``params`` (raises ForkError or TimeoutError when it cannot)."""
+        if self.state is not TemplateState.READY:
+            raise ForkError(f"the template is {self.state.value}")
+        planned: Planned = await self._ask(lambda token: PlanRequest(token, params), [],
+                                           PLAN_TIMEOUT_S)
+        return planned
+
+    async def _ask(self, make: Any, fds: list[Any], timeout_s: float) -> Any:
+        if self._sock is None:
+            raise ForkError("the template is gone")
+        token = next(self._tokens)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._forks[token] = future
+        try:
+            self._sock.sendmsg([pickle.dumps(make(token), protocol=5)], fds)
+            return await asyncio.wait_for(future, timeout_s)
         except OSError as exc:
             raise ForkError(f"could not reach the template: {exc}") from None
         finally:

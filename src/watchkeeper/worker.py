@@ -55,6 +55,14 @@ from watchkeeper.messages import (
     WorkerSpec,
 )
 from watchkeeper.wire import BlockingChannel, ChannelClosed
+from watchkeeper.worker_memory import (
+    PeakMeter,
+    apply_limit,
+    is_out_of_memory,
+    oom_details,
+    release_memory,
+    rss_bytes,
+)
 
 __all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent", "error_info",
            "import_app", "limit_threads", "load_model", "main", "resolve_device", "run_worker",
@@ -131,11 +139,13 @@ def _timed(timings: dict[str, float], stage: str, code: ExitCode, report: Report
     return result
 
 
-def load_model(spec: WorkerSpec, timings: dict[str, float], report: Report) -> tuple[Model, str]:
-    """Import the app and set the model up on its device (no inference yet)."""
+def load_model(spec: WorkerSpec, timings: dict[str, float], report: Report,
+               set_up: bool = True) -> tuple[Model, str]:
+    """Import the app and (unless ``set_up`` is False) set the model up on its device."""
     cls = _timed(timings, "import", ExitCode.APP_NOT_FOUND, report, import_app, spec.app)
     limit_threads(spec.threads)
-    return _timed(timings, "setup", ExitCode.LOAD_FAILED, report, _set_up, cls, spec.device)  # type: ignore[no-any-return]
+    stage = _set_up if set_up else _construct
+    return _timed(timings, "setup", ExitCode.LOAD_FAILED, report, stage, cls, spec.device)  # type: ignore[no-any-return]
 
 
 def _set_up(cls: type[Model], requested_device: str) -> tuple[Model, str]:
@@ -143,6 +153,10 @@ def _set_up(cls: type[Model], requested_device: str) -> tuple[Model, str]:
     device = resolve_device(requested_device)
     model.setup(device)
     return model, device
+
+
+def _construct(cls: type[Model], requested_device: str) -> tuple[Model, str]:
+    return cls(), requested_device
 
 
 class Worker:
@@ -154,6 +168,8 @@ class Worker:
         self.channel = channel
         self.model = model
         self.device = device or spec.device
+        self.meter = PeakMeter(self.device)
+        self.rss_at_ready = 0
 
     # --- start-up --------------------------------------------------------------
 
@@ -162,7 +178,10 @@ class Worker:
         timings = dict(timings or {})
         if self.model is None:
             self.model, self.device = load_model(self.spec, timings, self.channel.send)
+            self.meter = PeakMeter(self.device)
         _timed(timings, "warmup", ExitCode.LOAD_FAILED, self.channel.send, self._warm_up)
+        apply_limit(self.spec.memory_limit_mb)
+        self.rss_at_ready = rss_bytes()
         return timings
 
     def _warm_up(self) -> None:
@@ -202,8 +221,10 @@ class Worker:
 
     def run_batch(self, batch: RunBatch) -> BatchDone:
         start = time.perf_counter()
+        self.meter.start()
         results = self.run_items(batch.items)
-        return BatchDone(batch.batch_id, tuple(results), (time.perf_counter() - start) * 1000)
+        infer_ms = (time.perf_counter() - start) * 1000
+        return BatchDone(batch.batch_id, tuple(results), infer_ms, self.meter.peak())
 
     def run_items(self, items: Sequence[Item]) -> list[ItemResult]:
         """Validate each item, predict the valid ones together; results keep the items' order.
@@ -244,6 +265,8 @@ class Worker:
             if len(outputs) != len(valid):
                 raise ModelError(f"predict_batch returned {len(outputs)} outputs for {len(valid)} inputs")
         except Exception as exc:
+            if is_out_of_memory(exc):
+                return self._out_of_memory(valid, exc)
             if len(valid) > 1:
                 return [result for one in valid for result in self._predict([one])]
             if not isinstance(exc, WatchkeeperError):
@@ -253,6 +276,16 @@ class Worker:
             ItemResult(item.request_id, outputs=out)
             for (item, _, _), out in zip(valid, outputs, strict=True)
         ]
+
+    def _out_of_memory(self, valid: list[tuple[Item, Any, Any]], exc: BaseException) -> list[ItemResult]:
+        """Free what the batch held and report OOM for each item (the front splits batches)."""
+        exc.__traceback__ = None  # frames of the failed batch hold its arrays
+        release_memory(self.device)
+        details = oom_details(self.meter, self.rss_at_ready, self.spec.memory_limit_mb)
+        log_event(log, "worker.out_of_memory", logging.WARNING, items=len(valid), **details)
+        info = ErrorInfo("out_of_memory", f"out of memory running a batch of {len(valid)}: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}", details)
+        return [ItemResult(item.request_id, error=info) for item, _, _ in valid]
 
     def run_probe(self, probe: RunProbe) -> ProbeDone:
         assert self.model is not None
@@ -325,6 +358,7 @@ def start_process(role: str, argv: Sequence[str] | None) -> tuple[argparse.Names
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--spec", required=True)
+    parser.add_argument("--plan-only", action="store_true", help="template: never call setup()")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop

@@ -86,6 +86,8 @@ def test_model_defaults() -> None:
         "load_timeout_s": 300.0,
         "probe_interval_s": 30.0,
         "max_batch_size": None,
+        "memory_limit_mb": None,
+        "memory_budget_mb": None,
         "fork_from_template": True,
         "threads": 0,
         "max_wait_ms": 0.0,

@@ -38,6 +38,7 @@ EXPECTED = {
     e.InputQuarantined: 422,
     e.Overloaded: 429,
     e.Unavailable: 503,
+    e.OutOfMemory: 503,
     e.DeadlineExceeded: 504,
     e.WorkerCrashed: 502,
     e.ModelError: 500,

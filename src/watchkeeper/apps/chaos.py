@@ -27,7 +27,8 @@ from pydantic import Field
 from watchkeeper import contract
 from watchkeeper.contract import Example
 
-__all__ = ["CRASH_EXIT_CODE", "Chaos", "FailingProbe", "FailingSetup"]
+__all__ = [
+    "CRASH_EXIT_CODE", "Chaos", "FailingProbe", "FailingSetup", "Hungry"]
 
 #: Exit code of the worker process after the ``crash`` action.
 CRASH_EXIT_CODE = 13
@@ -44,7 +45,10 @@ class Chaos(contract.Model):
         action: Action = Field("ok", description="What to do; see the module docstring.")
         seconds: float = Field(1.0, ge=0, le=3600, description="How long `sleep` sleeps.")
         mb: int = Field(100, ge=0, le=65536, description="MiB that `alloc` allocates and keeps.")
-        tag: str = Field("", max_length=200, description="Free text, to make inputs distinct.")
+        tag: contract.CleanTextOrEmpty = Field(
+            "", max_length=200,
+            description="Free text, to make inputs distinct (invisible characters removed).",
+        )
         echo: Any = Field(None, description="Returned as is in the outputs.")
 
     class Params(contract.Params):
@@ -147,3 +151,42 @@ def _segfault() -> None:
     """Die of a real SIGSEGV: read address 0; fall back to sending the signal to ourselves."""
     ctypes.string_at(0)
     os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class Hungry(contract.Model):
+    """Allocates ``mb`` MiB for ``hold_s`` seconds, then frees it; degrades by halving ``mb``.
+
+    For admission tests and drills: under ``memory_limit_mb`` a large ``mb`` fails with a
+    real MemoryError. ``estimate`` says whether it declares its need (``estimate_memory``)
+    or lets the server learn it from measured peaks. Answers when it started and ended,
+    so a test can check how many ran at once.
+    """
+
+    class Inputs(contract.Inputs):
+        tag: str = Field("", max_length=200, description="Free text, to make inputs distinct.")
+
+    class Params(contract.Params):
+        mb: int = Field(64, ge=1, le=65536, description="MiB to allocate and touch.")
+        hold_s: float = Field(0.0, ge=0, le=60, description="Seconds to hold the memory.")
+        estimate: bool = Field(True, description="Declare the need (else it is learned).")
+
+    max_batch_size = 4
+
+    def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
+        started = time.time()
+        block = np.ones(params.mb * 2**20, dtype=np.uint8)  # every page written
+        time.sleep(params.hold_s)
+        total = int(block.sum())
+        del block
+        return {"mb": params.mb, "touched": total, "started": started, "ended": time.time(),
+                "pid": os.getpid()}
+
+    def estimate_memory(self, params: Any) -> int | None:
+        return params.mb * 2**20 + 2**20 if params.estimate else None
+
+    def degrade(self, params: Any) -> Any | None:
+        return params.model_copy(update={"mb": params.mb // 2}) if params.mb >= 16 else None
+
+    def probe(self) -> Example:
+        return Example({"tag": "probe"}, {"mb": 1}, check=lambda out: out["touched"] == 2**20)
+

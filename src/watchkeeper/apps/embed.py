@@ -41,7 +41,12 @@ class Embed(contract.Model):
     """all-MiniLM-L6-v2 sentence embeddings (unit length, 384 floats)."""
 
     class Inputs(contract.Inputs):
-        text: str = Field(min_length=1, max_length=10_000, description="The text to embed.")
+        text: contract.CleanText = Field(
+            min_length=1,
+            max_length=10_000,
+            description="The text to embed; invisible and control characters are removed and "
+            "whitespace stripped first, and the bounds apply to what is left.",
+        )
 
     class Params(contract.Params):
         normalize: bool = Field(True, description="Scale the embedding to unit length.")

@@ -18,13 +18,14 @@ from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
 
 __all__ = ["PredictBody", "read_body", "parse_predict", "parse_timeout"]
 
-_TOP_LEVEL_KEYS = ("inputs", "params")
+_TOP_LEVEL_KEYS = ("inputs", "params", "allow_degrade")
 
 
 @dataclass(frozen=True, slots=True)
 class PredictBody:
     inputs: dict[str, Any]
     params: dict[str, Any]
+    allow_degrade: bool = True
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -70,10 +71,22 @@ def parse_json(body: bytes) -> PredictBody:
     unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
     if unknown:
         raise InvalidInput(
-            f"unknown top-level field(s) {', '.join(unknown)} (allowed: inputs, params)",
+            f"unknown top-level field(s) {', '.join(unknown)} (allowed: {', '.join(_TOP_LEVEL_KEYS)})",
             details={"errors": [{"field": k, "message": "unknown field"} for k in unknown]},
         )
-    return PredictBody(_object(data, "inputs", required=True), _object(data, "params"))
+    return PredictBody(_object(data, "inputs", required=True), _object(data, "params"),
+                       _allow_degrade(data.get("allow_degrade", True)))
+
+
+def _allow_degrade(value: Any) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"  # a multipart form field
+    if not isinstance(value, bool):
+        raise InvalidInput(
+            f"'allow_degrade' must be true or false, not {_json_type(value)}",
+            details={"errors": [{"field": "allow_degrade", "message": "must be a boolean"}]},
+        )
+    return value
 
 
 def _object(data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
@@ -106,10 +119,13 @@ async def parse_multipart(request: Request, body: bytes) -> PredictBody:
     form = await Request(request.scope, receive=replay).form()
     inputs: dict[str, Any] = {}
     params: dict[str, Any] = {}
+    allow_degrade = True
     try:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 inputs[key] = await value.read()
+            elif key == "allow_degrade":
+                allow_degrade = _allow_degrade(value)
             elif key in _TOP_LEVEL_KEYS:
                 target = inputs if key == "inputs" else params
                 target.update(_object({key: _json_field(key, value)}, key))
@@ -117,7 +133,7 @@ async def parse_multipart(request: Request, body: bytes) -> PredictBody:
                 inputs[key] = value
     finally:
         await form.close()
-    return PredictBody(inputs, params)
+    return PredictBody(inputs, params, allow_degrade)
 
 
 def _json_field(key: str, value: str) -> Any:

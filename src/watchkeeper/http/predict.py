@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +28,7 @@ from watchkeeper.http.responses import json_response
 from watchkeeper.logs import log_event
 from watchkeeper.runtime import Runtime
 
-__all__ = ["PredictFastPath", "handle_predict", "predict_target", "UNKNOWN_MODEL"]
+__all__ = ["PredictFastPath", "UNKNOWN_MODEL", "handle_predict", "predict_target", "warning_header"]
 
 log = logging.getLogger("watchkeeper.http")
 
@@ -73,7 +74,8 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
         body = await parse_predict(request, await read_body(request, limit))
         log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
                   timeout_s=timeout_s)
-        outcome = await service.predict(request_id, body.inputs, body.params, timeout_s)
+        outcome = await service.predict(request_id, body.inputs, body.params, timeout_s,
+                                        body.allow_degrade)
     except errors.WatchkeeperError as exc:
         status = status_of(exc)
         label = name if name in runtime.services else UNKNOWN_MODEL
@@ -86,14 +88,27 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     log_event(log, "request.end", request_id=request_id, model=name, status=200,
               queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
               total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs)
-    return json_response({
+    body_out: dict[str, Any] = {
         "request_id": request_id,
         "model": name,
         "outputs": outcome.outputs,
         "timings": {"queue_ms": round(outcome.queue_ms, 3),
                     "inference_ms": round(outcome.infer_ms, 3), "total_ms": total_ms},
         "worker": {"pid": outcome.worker_pid, "attempts": outcome.runs},
-    })
+    }
+    headers = None
+    if outcome.degraded is not None:
+        body_out["degraded"] = outcome.degraded
+        headers = {"Warning": warning_header(outcome.degraded)}
+    return json_response(body_out, headers=headers)
+
+
+def warning_header(degraded: dict[str, Any]) -> str:
+    """RFC 7234 style: ``299 watchkeeper "degraded: resolution 2048 -> 1536 (memory: ...)"``."""
+    before, after = degraded["from"], degraded["to"]
+    changes = ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in after.items() if before.get(k) != v)
+    text = f"degraded: {changes} ({degraded['reason']})".replace('"', "'")
+    return f'299 watchkeeper "{text.encode("ascii", "replace").decode()}"'
 
 
 def _ms_since(started: float) -> float:

@@ -1,0 +1,155 @@
+"""Admission by memory for one model: which requests may run now, at which rung.
+
+Runs in the front process, called by the scheduler (no I/O, no awaits). A request comes
+with its ladder (``memory.Rung``: its params, then each ``degrade`` step). Whenever a
+batch is assembled for a replica, each request gets the first rung whose need fits in
+what the replica's device has left (``memory.Ledger``), counting the requests already in
+the batch; a request that fits no rung waits in the queue, and is refused (503
+OutOfMemory, with params that would fit now) when its deadline leaves no time to wait.
+A request whose smallest allowed rung needs more than the whole budget is refused at
+once. Needs are the model's ``estimate_memory`` or, failing that, learned from the peaks
+workers measure (``memory.Estimates``); an out-of-memory error raises them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from watchkeeper.errors import OutOfMemory
+from watchkeeper.memory import Estimates, Ledger, Rung, choose_rung
+
+if TYPE_CHECKING:
+    from watchkeeper.replica import Replica
+    from watchkeeper.scheduler import Pending
+
+__all__ = ["Admission", "degraded_info", "megabytes"]
+
+
+def megabytes(n: int) -> str:
+    return f"{n / 2**20:.0f} MB"
+
+
+class Admission:
+    """The memory gate of one model's scheduler."""
+
+    def __init__(self, model: str, ledger_for: Callable[[Replica], Ledger | None]) -> None:
+        self.model = model
+        self.estimates = Estimates()
+        self._ledger_for = ledger_for
+        self.budget: int | None = None  # the smallest budget of a ledger seen (for submit)
+        self.min_wait_s = 0.05  # the scheduler keeps this at a batch's usual service time
+
+    # --- on submit ---------------------------------------------------------------------
+
+    def check_submit(self, pending: Pending) -> None:
+        """Refuse now a request that could never fit, even with the whole budget free."""
+        if self.budget is not None:
+            self._check_budget(pending, self.needs(pending), self.budget)
+
+    def _check_budget(self, pending: Pending, needs: list[int], budget: int) -> None:
+        last = len(needs) if pending.allow_degrade else pending.rung + 1
+        allowed = needs[pending.rung : last]
+        if allowed and min(allowed) > budget:
+            raise self.refusal(pending, needs, budget, "more than the whole memory budget")
+
+    def needs(self, pending: Pending) -> list[int]:
+        return [self.estimates.need(rung) for rung in pending.ladder]
+
+    # --- assembling a batch --------------------------------------------------------------
+
+    def admit(self, replica: Replica, pending: Pending, used_in_batch: int) -> int | None:
+        """The need of the rung ``pending`` gets on ``replica`` now (None: it must wait)."""
+        ledger = self._ledger_for(replica)
+        if ledger is None:
+            pending.chosen, pending.need = pending.rung, 0
+            return 0
+        self.budget = ledger.budget if self.budget is None else min(self.budget, ledger.budget)
+        needs = self.needs(pending)
+        free = ledger.free - used_in_batch
+        index = choose_rung(needs, free, pending.rung, pending.allow_degrade)
+        if index is None:
+            self._refuse_if_hopeless(pending, needs, free, ledger.budget)
+            return None
+        pending.chosen, pending.need = index, needs[index]
+        if index > 0 and pending.degrade_reason is None:
+            pending.degrade_reason = (
+                f"memory: {self._describe(pending.ladder[0])} needs {megabytes(needs[0])}, "
+                f"{megabytes(max(free, 0))} of {megabytes(ledger.budget)} free on {ledger.name}"
+            )
+        return needs[index]
+
+    def _refuse_if_hopeless(self, pending: Pending, needs: list[int], free: int, budget: int) -> None:
+        """Fail a waiting request that can never fit, or whose deadline leaves no time."""
+        try:
+            self._check_budget(pending, needs, budget)
+        except OutOfMemory as exc:
+            pending.fail(exc)
+            return
+        if pending.deadline - time.monotonic() < self.min_wait_s:
+            pending.fail(self.refusal(pending, needs, free, "not enough memory free in time"))
+
+    def refusal(self, pending: Pending, needs: list[int], free: int, why: str) -> OutOfMemory:
+        fitting = [r for r, n in zip(pending.ladder, needs, strict=True) if n <= max(free, 0)]
+        if fitting:
+            suggestion = f"These params fit now: {fitting[0].params}."
+        elif not pending.allow_degrade and len(pending.ladder) > 1:
+            smallest = pending.ladder[-1]
+            suggestion = f"Allow degrading, or try smaller params such as {smallest.params}."
+        else:
+            suggestion = "Retry later, when fewer large requests are running."
+        return OutOfMemory(
+            f"model '{self.model}': {self._describe(pending.ladder[pending.rung])} needs "
+            f"{megabytes(needs[pending.rung])}: {why} ({megabytes(max(free, 0))} free)",
+            suggestion=suggestion,
+            retry_after_s=max(1.0, self.min_wait_s),
+            details={"needs_bytes": needs, "free_bytes": max(free, 0)},
+        )
+
+    @staticmethod
+    def _describe(rung: Rung) -> str:
+        return ", ".join(f"{k}={v}" for k, v in rung.params.items()) or "the request"
+
+    # --- after a batch -------------------------------------------------------------------
+
+    def observe(self, items: list[Pending], peak_bytes: int | None) -> None:
+        """Learn from a batch's measured peak (shared out evenly among its requests)."""
+        if peak_bytes is None or not items:
+            return
+        share = peak_bytes // len(items)
+        for pending in items:
+            self.estimates.observe(pending.ladder[pending.chosen].key, share)
+
+    def out_of_memory(self, replica: Replica, pending: Pending, details: dict[str, Any],
+                      batch_size: int) -> None:
+        """A run of this rung ran out of memory: it needs more than was free, and more than
+        we thought (a lone request: more than all that was free for it)."""
+        rung = pending.ladder[pending.chosen]
+        seen = int(details.get("peak_bytes") or 0) // max(1, batch_size)
+        ledger = self._ledger_for(replica)
+        free = ledger.free // max(1, batch_size) if ledger is not None else 0
+        current = self.estimates.need(rung)
+        self.estimates.raise_to(rung.key, max(seen, int(current * 1.5), free + 1))
+
+    def reserve(self, replica: Replica, batch_id: int, need: int) -> None:
+        ledger = self._ledger_for(replica)
+        if ledger is not None:
+            ledger.reserve(batch_id, need)
+
+    def release(self, replica: Replica, batch_id: int) -> None:
+        ledger = self._ledger_for(replica)
+        if ledger is not None:
+            ledger.release(batch_id)
+
+    def describe(self, replicas: list[Replica]) -> list[dict[str, Any]]:
+        ledgers = {id(led): led for r in replicas if (led := self._ledger_for(r)) is not None}
+        return [led.to_dict() for led in ledgers.values()]
+
+
+def degraded_info(pending: Pending) -> dict[str, Any] | None:
+    """The ``degraded`` part of a response, when the request ran on a lower rung."""
+    if pending.chosen == 0:
+        return None
+    return {"from": pending.ladder[0].params, "to": pending.ladder[pending.chosen].params,
+            "reason": pending.degrade_reason or "out of memory at the larger params"}

@@ -1,0 +1,125 @@
+"""Memory admission, degradation and real out-of-memory errors, with real workers.
+
+Workers run under ``memory_limit_mb`` (RLIMIT_AS), so a request too big for the limit
+fails with a real MemoryError in the worker, not a simulated one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from tests.integration.conftest import FAST, ServerFactory
+from tests.integration.test_faults import in_background
+
+CARTOON = "watchkeeper.apps.cartoon:Cartoon"
+HUNGRY = "watchkeeper.apps.chaos:Hungry"
+
+
+def photo() -> str:
+    rgb = np.random.default_rng(3).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_too_big_for_the_budget_is_degraded_and_says_so(serve: ServerFactory) -> None:
+    srv = serve({"cartoon": {"app": CARTOON, **FAST, "timeout_s": 20, "memory_limit_mb": 40}})
+    response = srv.predict("cartoon", {"image": photo()}, {"resolution": 2048})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    degraded = body["degraded"]
+    assert degraded["from"]["resolution"] == 2048
+    assert degraded["to"]["resolution"] == 1024  # 2048 and 1536 need more than 32 MB
+    assert "memory" in degraded["reason"]
+    assert "resolution 2048 -> 1024" in response.headers["Warning"]
+    image = Image.open(io.BytesIO(base64.b64decode(body["outputs"]["image"])))
+    assert max(image.size) == 1024
+    # A request that fits is not degraded.
+    small = srv.predict("cartoon", {"image": photo()}, {"resolution": 768})
+    assert small.status_code == 200 and "degraded" not in small.json()
+    assert "Warning" not in small.headers
+
+
+def test_allow_degrade_false_gets_503_naming_params_that_fit(serve: ServerFactory) -> None:
+    srv = serve({"cartoon": {"app": CARTOON, **FAST, "timeout_s": 20, "memory_limit_mb": 40}})
+    response = srv.client.post("/v1/models/cartoon/predict", json={
+        "inputs": {"image": photo()}, "params": {"resolution": 2048}, "allow_degrade": False})
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["type"] == "out_of_memory"
+    assert "'resolution': 1024" in error["suggestion"]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert srv.model_health("cartoon")["replicas"][0]["restarts"] == 0
+
+
+def test_a_real_oom_is_degraded_and_learned(serve: ServerFactory) -> None:
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "memory_limit_mb": 120}})
+    (pid,) = srv.worker_pids("hungry")
+    first = srv.predict("hungry", {"tag": "a"}, {"mb": 200, "estimate": False})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["degraded"]["to"]["mb"] < 200
+    assert "out of memory" in body["degraded"]["reason"]
+    assert srv.logs().count('"event":"worker.out_of_memory"') == 1
+    # The learned estimate sends the next such request straight to a rung that fits.
+    second = srv.predict("hungry", {"tag": "b"}, {"mb": 200, "estimate": False})
+    assert second.status_code == 200, second.text
+    assert second.json()["degraded"]["to"]["mb"] < 200
+    assert srv.logs().count('"event":"worker.out_of_memory"') == 1
+    # The worker survived (or was recycled) and the server serves on.
+    health = srv.wait_state("hungry", "ready")
+    assert health["replicas"][0]["pid"] == pid or "killed: oom" in (health["replicas"][0]["last_exit"] or "")
+    assert srv.predict("hungry", {"tag": "c"}, {"mb": 8}).status_code == 200
+    assert srv.get("/health").json()["status"] == "ok"
+
+
+def test_oom_without_degrading_is_503_and_the_worker_lives(serve: ServerFactory) -> None:
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "memory_limit_mb": 120}})
+    response = srv.client.post("/v1/models/hungry/predict", json={
+        "inputs": {"tag": "x"}, "params": {"mb": 300, "estimate": False}, "allow_degrade": False})
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "out_of_memory"
+    assert srv.predict("hungry", {"tag": "y"}, {"mb": 8}).status_code == 200
+
+
+def test_budget_for_two_never_runs_three_at_once(serve: ServerFactory) -> None:
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "replicas": 3,
+                            "max_batch_size": 1, "memory_budget_mb": 250}})
+    def call(i: int, allow_degrade: bool) -> object:
+        return srv.client.post("/v1/models/hungry/predict", json={
+            "inputs": {"tag": f"c{i}"}, "params": {"mb": 100, "hold_s": 1.0},
+            "allow_degrade": allow_degrade})
+
+    # Without degrading: the third waits until one of the first two is done.
+    calls = [in_background(call, i, False) for i in range(3)]
+    for c in calls:
+        c["thread"].join(30)
+    assert [c["result"].status_code for c in calls] == [200, 200, 200]
+    spans = sorted((o["started"], o["ended"]) for o in (c["result"].json()["outputs"] for c in calls))
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 0.05
+    # With degrading: the third runs smaller, within what is left of the budget, or waits
+    # (the first round taught the server that mb=100 needs more than its declared 101 MB).
+    calls = [in_background(call, 10 + i, True) for i in range(3)]
+    for c in calls:
+        c["thread"].join(30)
+    outs = sorted((b["outputs"] for b in (c["result"].json() for c in calls)), key=lambda o: o["started"])
+    if outs[2]["mb"] == 100:
+        assert outs[2]["started"] >= min(outs[0]["ended"], outs[1]["ended"]) - 0.05
+    else:
+        assert outs[2]["mb"] < 100
+
+
+def test_more_than_the_whole_budget_is_refused_at_once(serve: ServerFactory) -> None:
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "memory_budget_mb": 50}})
+    srv.predict("hungry", {"tag": "warm"}, {"mb": 8})  # the ledger exists once a batch ran
+    response = srv.client.post("/v1/models/hungry/predict", json={
+        "inputs": {"tag": "big"}, "params": {"mb": 400}, "allow_degrade": False})
+    assert response.status_code == 503
+    assert "whole memory budget" in response.json()["error"]["message"]
+    degraded = srv.predict("hungry", {"tag": "big2"}, {"mb": 400})
+    assert degraded.status_code == 200
+    assert degraded.json()["degraded"]["to"]["mb"] <= 32
