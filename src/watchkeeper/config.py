@@ -192,6 +192,17 @@ class ModelConfig(_Frozen):
         description="Memory (MB) that this model's requests may hold at once on one device; "
         "unset: `server.memory_budget_fraction` of the device (of `memory_limit_mb` when set).",
     )
+    memory_admission: bool = Field(
+        default=True,
+        description="Admit requests by their memory need (waiting, degrading or refusing with "
+        "503 what does not fit); off: every request runs, and an out-of-memory error is a 503.",
+    )
+    device_memory_gb: StrictFloat | None = Field(
+        default=None,
+        gt=0,
+        description="Device memory (GB) used to choose the model's parameter profile "
+        "(its limits by hardware); unset: the GPU's memory, or the machine's RAM on CPU.",
+    )
     fork_from_template: bool = Field(
         default=True,
         description="Load the model once in a template process and fork workers from it, "

@@ -249,6 +249,9 @@ class Model:
     Params: ClassVar[type[Params]] = NoParams
     #: Largest batch this model accepts in one ``predict_batch`` call.
     max_batch_size: ClassVar[int] = 1
+    #: Parameter limits by device memory: ``{12: {"resolution": 512}, 24: {...}}`` (GB ->
+    #: a maximum per param, or a list of allowed values); see ``watchkeeper.profiles``.
+    profiles: ClassVar[dict[float, dict[str, Any]]] = {}
 
     def setup(self, device: str) -> None:
         """Load weights (from the local cache) and move them to ``device``."""

@@ -80,6 +80,7 @@ class WorkerSpec:
     threads: int = 1  # CPU threads for the model's maths libraries
     log_level: str = "info"
     memory_limit_mb: float | None = None  # address space allowed above the size after warm-up
+    device_memory_gb: float | None = None  # overrides the device's, to choose a profile
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class ModelSchema:
     params: dict[str, Any]
     max_batch_size: int
     has_probe: bool
+    profile: dict[str, Any] | None = None  # the parameter limits chosen for the device
 
 
 # --- front -> worker ---------------------------------------------------------------

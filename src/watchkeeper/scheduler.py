@@ -329,7 +329,8 @@ class Scheduler:
             if self.admission is not None:
                 self.admission.release(replica, batch_id)
             elapsed = time.monotonic() - inflight.sent_at
-            self.service_s += _EWMA_ALPHA * (elapsed - self.service_s)
+            # A running mean, started at the first batch's time rather than at 0.
+            self.service_s += (_EWMA_ALPHA if self.service_s else 1.0) * (elapsed - self.service_s)
             if isinstance(message, ProbeDone):
                 self._resolve_probe(inflight, message)
             else:

@@ -78,7 +78,7 @@ class ModelService:
             quarantine=self.quarantine,
             replicas=self.supervisor.replicas,
             on_outcome=self._observe,
-            admission=self.admission,
+            admission=self.admission if config.memory_admission else None,
         )
         self.prober = Prober(
             name,
@@ -235,6 +235,7 @@ class ModelService:
             "memory": self.admission.describe(self.supervisor.replicas()),
             "inputs_schema": schema.inputs if schema else None,
             "params_schema": schema.params if schema else None,
+            "profile": schema.profile if schema else None,
         }
 
     def health(self) -> dict[str, Any]:

@@ -197,6 +197,7 @@ class Supervisor:
             threads=cfg.threads or max(1, len(os.sched_getaffinity(0)) // cfg.replicas),
             log_level=self.log_level,
             memory_limit_mb=cfg.memory_limit_mb,
+            device_memory_gb=cfg.device_memory_gb,
         )
 
     async def _spawn(self, slot: Slot) -> None:

@@ -54,6 +54,7 @@ from watchkeeper.messages import (
     Stop,
     WorkerSpec,
 )
+from watchkeeper.profiles import Profile, choose_profile, narrow_schema, violations
 from watchkeeper.wire import BlockingChannel, ChannelClosed
 from watchkeeper.worker_memory import (
     PeakMeter,
@@ -170,6 +171,7 @@ class Worker:
         self.device = device or spec.device
         self.meter = PeakMeter(self.device)
         self.rss_at_ready = 0
+        self._profile: Profile | None = None
 
     # --- start-up --------------------------------------------------------------
 
@@ -197,10 +199,19 @@ class Worker:
         cls = type(self.model)
         return ModelSchema(
             inputs=cls.Inputs.model_json_schema(),
-            params=cls.Params.model_json_schema(),
+            params=narrow_schema(cls.Params.model_json_schema(), self.profile),
             max_batch_size=cls.max_batch_size,
             has_probe=self.model.probe() is not None,
+            profile=self.profile.to_dict() if self.profile.limits else None,
         )
+
+    @property
+    def profile(self) -> Profile:
+        if self._profile is None:
+            assert self.model is not None
+            gb = self.spec.device_memory_gb or device_memory_gb(self.device)
+            self._profile = choose_profile(type(self.model).profiles, gb)
+        return self._profile
 
     # --- serving ---------------------------------------------------------------
 
@@ -240,6 +251,7 @@ class Worker:
             try:
                 inputs = self._validate(cls.Inputs, "inputs", item.inputs)
                 params = self._validate(cls.Params, "params", item.params)
+                self._check_profile(item.params)
             except WatchkeeperError as exc:
                 results[index] = ItemResult(item.request_id, error=error_info(exc))
             else:
@@ -249,6 +261,12 @@ class Worker:
             for (index, _, _), result in zip(valid, predicted, strict=True):
                 results[index] = result
         return [r for r in results if r is not None]
+
+    def _check_profile(self, params: dict[str, Any]) -> None:
+        problems = violations(params, self.profile)
+        if problems:
+            summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+            raise InvalidInput(summary, details={"errors": problems})
 
     @staticmethod
     def _validate(cls: type[BaseModel], where: str, data: dict[str, Any]) -> BaseModel:
@@ -305,6 +323,14 @@ class Worker:
         except Exception as exc:
             return f"the check raised {type(exc).__name__}: {exc}"
         return None
+
+
+def device_memory_gb(device: str) -> float:
+    """Memory of the device in GB: the GPU's total, or the machine's RAM."""
+    torch = sys.modules.get("torch")
+    if device.startswith("cuda") and torch is not None:
+        return float(torch.cuda.get_device_properties(device).total_memory) / 1e9
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
 def limit_threads(threads: int) -> None:

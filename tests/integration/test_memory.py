@@ -123,3 +123,31 @@ def test_more_than_the_whole_budget_is_refused_at_once(serve: ServerFactory) -> 
     degraded = srv.predict("hungry", {"tag": "big2"}, {"mb": 400})
     assert degraded.status_code == 200
     assert degraded.json()["degraded"]["to"]["mb"] <= 32
+
+
+def test_profile_for_the_device_narrows_the_params(serve: ServerFactory) -> None:
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "device_memory_gb": 2}})
+    model = srv.get("/v1/models/hungry").json()
+    assert model["profile"] == {"memory_class_gb": 1.0, "limits": {"mb": 64}}
+    assert model["params_schema"]["properties"]["mb"]["maximum"] == 64
+    response = srv.predict("hungry", {"tag": "p"}, {"mb": 100})
+    assert response.status_code == 422
+    assert "params.mb" in response.json()["error"]["message"]
+    assert "64" in response.json()["error"]["message"]
+    assert srv.predict("hungry", {"tag": "p"}, {"mb": 64}).status_code == 200
+
+
+def test_load_shedding_refuses_what_would_only_time_out(serve: ServerFactory) -> None:
+    srv = serve({"chaos": {"app": "watchkeeper.apps.chaos:Chaos", **FAST, "timeout_s": 10,
+                           "max_batch_size": 1}})
+    assert srv.predict("chaos", {"action": "sleep", "seconds": 1.0, "tag": "s0"}).status_code == 200
+    running = in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 1.0, "tag": "s1"})
+    from tests.integration.conftest import wait_for
+
+    wait_for(lambda: srv.model_health("chaos")["in_flight"] == 1, 5)
+    shed = srv.predict("chaos", {"action": "ok", "tag": "late"}, headers={"X-Request-Timeout": "0.8"})
+    assert shed.status_code == 503, shed.text
+    assert "expected wait" in shed.json()["error"]["message"]
+    assert int(shed.headers["Retry-After"]) >= 1
+    running["thread"].join(10)
+    assert running["result"].status_code == 200

@@ -88,6 +88,8 @@ def test_model_defaults() -> None:
         "max_batch_size": None,
         "memory_limit_mb": None,
         "memory_budget_mb": None,
+        "memory_admission": True,
+        "device_memory_gb": None,
         "fork_from_template": True,
         "threads": 0,
         "max_wait_ms": 0.0,

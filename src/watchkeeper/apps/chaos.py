@@ -171,6 +171,8 @@ class Hungry(contract.Model):
         estimate: bool = Field(True, description="Declare the need (else it is learned).")
 
     max_batch_size = 4
+    #: Parameter limits by device memory (for tests of profiles: set device_memory_gb).
+    profiles = {1: {"mb": 64}, 4: {"mb": 512}, 64: {"mb": 65536}}
 
     def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
         started = time.time()
