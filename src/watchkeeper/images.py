@@ -7,6 +7,7 @@ refused with a message that names what is allowed.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -56,7 +57,8 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             str(exc), suggestion="Downscale the image before sending it."
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(f"the image could not be decoded: {exc}") from None
+        reason = re.sub(r" ?<[^>]* at 0x[0-9a-f]+>", "", str(exc))  # no object reprs
+        raise ValueError(f"the image could not be decoded: {reason}") from None
 
 
 def png(array: np.ndarray, compress_level: int = 1) -> Blob:

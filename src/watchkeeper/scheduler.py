@@ -28,6 +28,7 @@ from typing import Any
 
 from watchkeeper.admission import Admission, degraded_info
 from watchkeeper.errors import (
+    BadInput,
     DeadlineExceeded,
     InputQuarantined,
     Overloaded,
@@ -302,7 +303,11 @@ class Scheduler:
             replica.send(RunProbe(batch_id))
         else:
             items = tuple(Item(p.request_id, p.inputs, p.run_params) for p in batch)
-            replica.send(RunBatch(batch_id, items))
+            try:
+                replica.send(RunBatch(batch_id, items))
+            except Exception as exc:  # e.g. an input pickle cannot encode: nothing was sent
+                self._unsendable(batch, exc)
+                return
             if self.admission is not None:
                 self.admission.reserve(replica, batch_id, sum(p.need for p in batch))
         replica.state = ReplicaState.BUSY
@@ -310,6 +315,17 @@ class Scheduler:
         latest = max(p.deadline for p in batch)
         timer = loop.call_later(max(0.0, latest - now), self._overdue, batch_id)
         self.inflight[batch_id] = InFlight(batch_id, replica, batch, timer, now)
+
+    def _unsendable(self, batch: list[Pending], exc: Exception) -> None:
+        """A batch that could not be encoded: try its requests alone; fail a lone one."""
+        if len(batch) == 1:
+            error = BadInput(f"the request cannot be passed to the worker: {type(exc).__name__}")
+            self._finish(batch[0], None, error)
+        else:
+            for pending in batch:
+                pending.solo = True
+            self.queue.extendleft(reversed(batch))
+        asyncio.get_running_loop().call_soon(self.dispatch)
 
     def _overdue(self, batch_id: int) -> None:
         inflight = self.inflight.get(batch_id)

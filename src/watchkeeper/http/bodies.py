@@ -12,13 +12,19 @@ from typing import Any
 
 import orjson
 from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
 
-__all__ = ["PredictBody", "read_body", "parse_predict", "parse_timeout"]
+__all__ = ["MAX_JSON_DEPTH", "PredictBody", "check_depth", "parse_predict", "parse_timeout", "read_body"]
 
 _TOP_LEVEL_KEYS = ("inputs", "params", "allow_degrade")
+#: Deepest nesting of arrays and objects accepted in a body (deeper: 400). Keeps every
+#: later step (pickling for the worker, logging, the JSON answer) far from its own limits.
+MAX_JSON_DEPTH = 64
+#: Most files or fields in one multipart body.
+MAX_FORM_PARTS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ def parse_json(body: bytes) -> PredictBody:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadInput(f"the body is not valid JSON: {exc}") from None
+    check_depth(data)
     if not isinstance(data, dict):
         raise BadInput(f"the body must be a JSON object, not {_json_type(data)}")
     unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
@@ -87,6 +94,20 @@ def _allow_degrade(value: Any) -> bool:
             details={"errors": [{"field": "allow_degrade", "message": "must be a boolean"}]},
         )
     return value
+
+
+def check_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` (iteratively: no recursion to exhaust)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    raise BadInput(f"the body is nested deeper than {limit} levels",
+                                   suggestion="Flatten the inputs and params.")
+                stack.append((child, depth + 1))
 
 
 def _object(data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
@@ -116,7 +137,12 @@ def _json_type(value: Any) -> str:
 async def parse_multipart(request: Request, body: bytes) -> PredictBody:
     """Files become inputs (bytes); a ``params`` or ``inputs`` field may carry JSON."""
     replay = _replay(body)
-    form = await Request(request.scope, receive=replay).form()
+    try:
+        form = await Request(request.scope, receive=replay).form(
+            max_files=MAX_FORM_PARTS, max_fields=MAX_FORM_PARTS, max_part_size=len(body) + 1)
+    except MultiPartException as exc:
+        raise BadInput(f"the multipart body is malformed: {exc.message}",
+                       suggestion=f"Send at most {MAX_FORM_PARTS} parts, with a boundary.") from None
     inputs: dict[str, Any] = {}
     params: dict[str, Any] = {}
     allow_degrade = True
@@ -128,7 +154,9 @@ async def parse_multipart(request: Request, body: bytes) -> PredictBody:
                 allow_degrade = _allow_degrade(value)
             elif key in _TOP_LEVEL_KEYS:
                 target = inputs if key == "inputs" else params
-                target.update(_object({key: _json_field(key, value)}, key))
+                field_value = _json_field(key, value)
+                check_depth(field_value)
+                target.update(_object({key: field_value}, key))
             else:
                 inputs[key] = value
     finally:
