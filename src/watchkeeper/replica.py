@@ -34,6 +34,7 @@ from watchkeeper.logs import log_event
 from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
 from watchkeeper.template_handle import TemplateHandle
 from watchkeeper.wire import ChannelClosed, encode_parts, read_message
+from watchkeeper.worker_memory import worker_environment
 
 __all__ = ["ReplicaState", "Replica", "describe_exit"]
 
@@ -120,6 +121,7 @@ class Replica:
                 self._proc = subprocess.Popen(
                     self._command(theirs.fileno()),
                     pass_fds=(theirs.fileno(),),
+                    env=worker_environment(),
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )

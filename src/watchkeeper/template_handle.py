@@ -40,6 +40,7 @@ from watchkeeper.messages import (
     TemplateReady,
     WorkerSpec,
 )
+from watchkeeper.worker_memory import worker_environment
 
 __all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S", "PLAN_TIMEOUT_S"]
 
@@ -95,6 +96,7 @@ class TemplateHandle:
                        "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))]
             self._proc = subprocess.Popen(
                 command + (["--plan-only"] if self.plan_only else []),
+                env=worker_environment(),
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:

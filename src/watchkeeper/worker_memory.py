@@ -1,6 +1,6 @@
 """Memory in a worker process: peak measurement, out-of-memory detection, the hard limit.
 
-Runs in worker processes only.
+Runs in worker processes (the front only calls :func:`worker_environment` when it starts one).
 
 - :class:`PeakMeter` measures how much memory one batch needed at its peak: on CUDA
   ``max_memory_allocated`` since a reset; on CPU the resident-set high-water mark
@@ -17,17 +17,29 @@ Runs in worker processes only.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import resource
 import sys
 from typing import Any
 
-__all__ = ["PeakMeter", "apply_limit", "is_out_of_memory", "oom_details", "release_memory",
-           "rss_bytes"]
+#: Set in every worker's and template's environment (``worker_environment``): allocations
+#: over 128 KiB get their own mappings, given back when freed, so the peak meter sees each
+#: batch's real growth and RLIMIT_AS counts what is really in use (glibc's default
+#: threshold adapts up to 32 MiB and keeps freed blocks, which hides both).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+__all__ = ["MALLOC_ENV", "PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
+           "release_memory", "rss_bytes", "worker_environment"]
 
 _STATUS_FIELD = re.compile(rb"^(VmHWM|VmRSS|VmSize):\s+(\d+) kB", re.M)
 _OOM_TEXT = ("out of memory", "can't allocate memory", "insufficient memory",
              "cannot allocate memory", "failed to allocate")
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a worker or template process is started with."""
+    return {**os.environ, **MALLOC_ENV}
 
 
 def _status() -> dict[bytes, int]:

@@ -11,7 +11,7 @@ import pytest
 import watchkeeper
 
 #: Modules that need an optional dependency, and that dependency.
-OPTIONAL = {"watchkeeper.apps.cartoon": "cv2"}
+OPTIONAL = {"watchkeeper.apps.cartoon": "cv2", "watchkeeper.apps.img2video": "av"}
 
 
 def module_names() -> list[str]:

@@ -12,4 +12,5 @@ __all__ = ["BUILTIN_APPS"]
 BUILTIN_APPS: dict[str, str] = {
     "cartoon": "watchkeeper.apps.cartoon:Cartoon",
     "embed": "watchkeeper.apps.embed:Embed",
+    "img2video": "watchkeeper.apps.img2video:Img2Video",
 }
