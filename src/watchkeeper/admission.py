@@ -55,7 +55,7 @@ class Admission:
             raise self.refusal(pending, needs, budget, "more than the whole memory budget")
 
     def needs(self, pending: Pending) -> list[int]:
-        return [self.estimates.need(rung) for rung in pending.ladder]
+        return [self.estimates.need(rung, self.budget) for rung in pending.ladder]
 
     # --- assembling a batch --------------------------------------------------------------
 
@@ -91,7 +91,8 @@ class Admission:
             pending.fail(self.refusal(pending, needs, free, "not enough memory free in time"))
 
     def refusal(self, pending: Pending, needs: list[int], free: int, why: str) -> OutOfMemory:
-        fitting = [r for r, n in zip(pending.ladder, needs, strict=True) if n <= max(free, 0)]
+        fitting = [r for i, (r, n) in enumerate(zip(pending.ladder, needs, strict=True))
+                   if 0 < n <= max(free, 0) and i > pending.rung]
         if fitting:
             suggestion = f"These params fit now: {fitting[0].params}."
         elif not pending.allow_degrade and len(pending.ladder) > 1:
@@ -120,6 +121,10 @@ class Admission:
         share = peak_bytes // len(items)
         for pending in items:
             self.estimates.observe(pending.ladder[pending.chosen].key, share)
+
+    def free_on(self, replica: Replica) -> int:
+        ledger = self._ledger_for(replica)
+        return ledger.free if ledger is not None else 0
 
     def out_of_memory(self, replica: Replica, pending: Pending, details: dict[str, Any],
                       batch_size: int) -> None:

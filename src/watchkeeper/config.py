@@ -103,8 +103,8 @@ class ServerConfig(_Frozen):
     grace_period_s: StrictFloat = Field(
         default=30.0,
         ge=0,
-        description="On SIGTERM, how long in-flight requests may run to completion "
-        "before their workers are killed.",
+        description="On SIGTERM or SIGINT, how long accepted requests may run to completion; "
+        "what is left then gets 503, and the workers are stopped.",
     )
     max_body_mb: StrictFloat = Field(
         default=32.0, gt=0, description="Largest request body accepted, in MiB (larger: 413)."

@@ -109,7 +109,7 @@ class Unavailable(WatchkeeperError):
 
 class OutOfMemory(Unavailable):
     type = "out_of_memory"
-    default_suggestion = "Retry later, or with smaller params (see the suggestion's values)."
+    default_suggestion = "Retry later, or with smaller params."
 
 
 class DeadlineExceeded(WatchkeeperError):

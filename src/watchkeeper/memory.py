@@ -14,6 +14,7 @@ Runs in the front process; pure bookkeeping, tested without processes.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ SURPRISE_MARGIN = 1.2
 DECAY = 0.98
 #: Shapes remembered (least recently used are forgotten).
 MAX_SHAPES = 10_000
+#: A learned need not confirmed by a run for this long is forgotten (conditions change:
+#: other models unload, a leak is recycled), so no params stay refused for good.
+LEARNED_TTL_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -60,38 +64,54 @@ def shape_key(params: dict[str, Any]) -> str:
 class Estimates:
     """Learned per-shape memory needs (bytes), from the peaks that workers measure."""
 
-    def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
-        self._needs: OrderedDict[str, float] = OrderedDict()
+    def __init__(self, max_shapes: int = MAX_SHAPES, ttl_s: float = LEARNED_TTL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._needs: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (need, when)
         self._max = max_shapes
+        self._ttl_s = ttl_s
+        self._clock = clock
 
     def get(self, key: str) -> int:
-        need = self._needs.get(key)
-        if need is None:
+        entry = self._needs.get(key)
+        if entry is None:
+            return 0
+        if self._clock() - entry[1] > self._ttl_s:
+            del self._needs[key]
             return 0
         self._needs.move_to_end(key)
-        return int(need)
+        return int(entry[0])
 
     def observe(self, key: str, peak: int) -> None:
         """A request of this shape peaked at ``peak`` bytes."""
-        current = self._needs.get(key)
-        if current is None or peak > current:
+        current = self.get(key)
+        if not current or peak > current:
             self._set(key, peak * SURPRISE_MARGIN)
         else:
             self._set(key, max(float(peak), current * DECAY + peak * (1 - DECAY)))
 
     def raise_to(self, key: str, need: int) -> None:
         """An out-of-memory error: this shape needs at least ``need`` bytes."""
-        self._set(key, max(float(need), self._needs.get(key, 0.0)))
+        self._set(key, max(float(need), float(self.get(key))))
+
+    def clear(self) -> None:
+        self._needs.clear()
 
     def _set(self, key: str, value: float) -> None:
-        self._needs[key] = value
+        self._needs[key] = (value, self._clock())
         self._needs.move_to_end(key)
         while len(self._needs) > self._max:
             self._needs.popitem(last=False)
 
-    def need(self, rung: Rung) -> int:
-        """What a rung needs: the model's estimate or what was learned, whichever is more."""
-        return max(rung.estimate or 0, self.get(rung.key))
+    def need(self, rung: Rung, budget: int | None = None) -> int:
+        """What a rung needs: the model's estimate or what was learned, whichever is more.
+
+        A learned need is capped at ``budget``: at worst the request waits to run alone,
+        it is never refused outright on a measurement (only on the model's own estimate).
+        """
+        learned = self.get(rung.key)
+        if budget is not None:
+            learned = min(learned, budget)
+        return max(rung.estimate or 0, learned)
 
 
 @dataclass

@@ -62,7 +62,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 #: Why the supervisor replaced a worker (``reason`` label of WORKER_RESTARTS_TOTAL).
 RESTART_REASONS: tuple[str, ...] = (
-    "crash", "deadline", "heartbeat", "probe", "load_failed", "load_timeout", "operator",
+    "crash", "deadline", "heartbeat", "probe", "load_failed", "load_timeout", "operator", "oom",
 )  # fmt: skip
 
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).

@@ -138,7 +138,7 @@ class TemplateKeeper:
     def _died(self, handle: TemplateHandle) -> float | None:
         self.deaths += 1
         log_event(log, "template.exit", logging.WARNING, model=self.spec.model, pid=handle.pid,
-                  returncode=handle.returncode, deaths=self.deaths)
+                  returncode=handle.poll(), deaths=self.deaths)
         if self.deaths >= MAX_TEMPLATE_DEATHS:
             self.running = False
             log_event(log, "template.given_up", logging.ERROR, model=self.spec.model,

@@ -404,7 +404,8 @@ class Scheduler:
             else:
                 needs = self.admission.needs(pending)
                 self._finish(pending, None, self.admission.refusal(
-                    pending, needs, 0, "the worker ran out of memory running it"))
+                    pending, needs, self.admission.free_on(inflight.replica),
+                    "the worker ran out of memory running it"))
         if any(details.get("recycle") for _, details in failed):
             inflight.replica.kill("oom")  # its memory did not come back
         self.queue.extendleft(reversed(retry))
@@ -489,6 +490,8 @@ class Scheduler:
         self.queue.clear()
         for inflight in self.inflight.values():
             inflight.timer.cancel()
+            if self.admission is not None:
+                self.admission.release(inflight.replica, inflight.batch_id)
             for pending in inflight.items:
                 pending.fail(error)
         self.inflight.clear()

@@ -116,6 +116,8 @@ class ModelService:
         await self.supervisor.stop()
 
     async def restart(self) -> None:
+        self.admission.estimates.clear()
+        self._plans.clear()
         await self.supervisor.restart()
 
     @property
@@ -259,7 +261,9 @@ class ModelService:
     def _template_health(self) -> dict[str, Any]:
         keeper = self.supervisor.keeper
         handle = keeper.handle
-        if not keeper.running or handle is None:
+        if handle is None:
+            return {"state": "starting", "forking": keeper.forking}
+        if not keeper.running:
             return {"state": "off", "forking": False, "reason": "the template died too often"}
         return {
             "state": handle.state.value,

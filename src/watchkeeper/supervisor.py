@@ -275,7 +275,7 @@ class Supervisor:
         self.slots[replica.index].rss_bytes = process_rss(replica.pid) if replica.pid else None
         if self.schema_callback is not None:
             self.schema_callback(message.schema)
-        for phase, ms in message.timings_ms.items():
+        for phase, ms in replica.timings_ms.items():
             metrics.STARTUP_SECONDS.labels(self.model, phase).set(ms / 1000)
         log_event(log, "worker.ready", model=self.model, replica=replica.index, pid=replica.pid,
                   device=message.device, startup_ms=message.timings_ms,

@@ -158,8 +158,8 @@ class Template:
                 params = self.model.degrade(params)
         except ValidationError as exc:
             return Planned(request.token, error=error_info(describe_validation("params", exc, cls.Params)))
-        except Exception as exc:  # a bug in estimate_memory or degrade: no ladder
-            log.exception("planning failed", extra={"model": type(self.model).__name__})
+        except Exception as exc:  # a bug in estimate_memory or degrade: the request gets 500
+            log.exception("planning failed", extra={"app": type(self.model).__name__})
             return Planned(request.token, error=error_info(exc))
         return Planned(request.token, tuple(rungs))
 

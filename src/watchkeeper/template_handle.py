@@ -133,6 +133,10 @@ class TemplateHandle:
                 future.set_exception(ForkError(why))
         self._changed.set()
 
+    def poll(self) -> int | None:
+        """The process's return code once it has exited (None while it runs)."""
+        return self._proc.poll() if self._proc is not None else None
+
     def kill(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             self._proc.send_signal(signal.SIGKILL)
@@ -239,6 +243,8 @@ class TemplateHandle:
 
     async def exit_code(self, pid: int) -> int:
         """A forked child's return code, as its template reports it (-9 if unknown)."""
+        if self.dead and pid not in self._exits:
+            return -signal.SIGKILL  # its template is gone and took it along (PDEATHSIG)
         try:
             return await asyncio.wait_for(self._exit_future(pid), EXIT_CODE_TIMEOUT_S)
         except (TimeoutError, ForkError):

@@ -74,8 +74,8 @@ class Cartoon(contract.Model):
         return {"image": images.png(out)}
 
     def estimate_memory(self, params: Any) -> int:
-        """About 16 bytes per output pixel (a square bound) plus a fixed 8 MB: measured
-        peaks were 15.7 bytes per pixel at 2048 px (see docs/operations.md)."""
+        """16 bytes per pixel of the square of ``resolution`` plus 8 MB: 72 MB at 2048 px,
+        where a fresh worker's measured peak was 62-72 MB (docs/operations.md)."""
         return int(params.resolution**2 * BYTES_PER_PIXEL + BASE_BYTES)
 
     def degrade(self, params: Any) -> Any | None:

@@ -80,6 +80,7 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
         status = status_of(exc)
         label = name if name in runtime.services else UNKNOWN_MODEL
         metrics.REQUESTS_TOTAL.labels(label, str(status)).inc()
+        metrics.REQUEST_DURATION_SECONDS.labels(label).observe(time.perf_counter() - started)
         log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
                   status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started))
         return error_response(exc, request_id)
