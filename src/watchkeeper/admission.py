@@ -46,16 +46,23 @@ class Admission:
     def check_submit(self, pending: Pending) -> None:
         """Refuse now a request that could never fit, even with the whole budget free."""
         if self.budget is not None:
-            self._check_budget(pending, self.needs(pending), self.budget)
+            self._check_budget(pending, self.budget)
 
-    def _check_budget(self, pending: Pending, needs: list[int], budget: int) -> None:
-        last = len(needs) if pending.allow_degrade else pending.rung + 1
-        allowed = needs[pending.rung : last]
+    def _check_budget(self, pending: Pending, budget: int) -> None:
+        """Only the model's own estimates refuse outright; a learned need makes a request
+        wait to run alone (see ``admit``), so no measurement locks params out."""
+        declared = [rung.estimate or 0 for rung in pending.ladder]
+        allowed = declared[pending.rung : self._last(pending)]
         if allowed and min(allowed) > budget:
-            raise self.refusal(pending, needs, budget, "more than the whole memory budget")
+            raise self.refusal(pending, self.needs(pending), budget,
+                               "more than the whole memory budget")
+
+    @staticmethod
+    def _last(pending: Pending) -> int:
+        return len(pending.ladder) if pending.allow_degrade else pending.rung + 1
 
     def needs(self, pending: Pending) -> list[int]:
-        return [self.estimates.need(rung, self.budget) for rung in pending.ladder]
+        return [self.estimates.need(rung) for rung in pending.ladder]
 
     # --- assembling a batch --------------------------------------------------------------
 
@@ -69,6 +76,13 @@ class Admission:
         needs = self.needs(pending)
         free = ledger.free - used_in_batch
         index = choose_rung(needs, free, pending.rung, pending.allow_degrade)
+        smallest = self._last(pending) - 1
+        declared = pending.ladder[smallest].estimate or 0
+        if index is None and ledger.used == used_in_batch == 0 and declared <= ledger.budget:
+            # Only learned needs say nothing fits even on an empty device: run the smallest
+            # allowed rung alone (holding the whole budget) rather than refuse forever.
+            index = smallest
+            needs = [*needs[:index], ledger.budget, *needs[index + 1 :]]
         if index is None:
             self._refuse_if_hopeless(pending, needs, free, ledger.budget)
             return None
@@ -83,7 +97,7 @@ class Admission:
     def _refuse_if_hopeless(self, pending: Pending, needs: list[int], free: int, budget: int) -> None:
         """Fail a waiting request that can never fit, or whose deadline leaves no time."""
         try:
-            self._check_budget(pending, needs, budget)
+            self._check_budget(pending, budget)
         except OutOfMemory as exc:
             pending.fail(exc)
             return

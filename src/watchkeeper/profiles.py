@@ -68,7 +68,7 @@ def violations(params: Mapping[str, Any], profile: Profile) -> list[dict[str, st
             if value not in limit:
                 problems.append({"field": f"params.{name}",
                                  "message": f"must be one of {list(limit)} on this device"})
-        elif value > limit:
+        elif isinstance(value, int | float) and value > limit:
             problems.append({"field": f"params.{name}",
                              "message": f"must be at most {limit} on this device "
                                         f"({profile.memory_gb:g} GB profile; got {value})"})

@@ -258,16 +258,21 @@ class Scheduler:
     # --- dispatching ---------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Send batches to idle replicas while there is work (called on every change)."""
-        while self.queue:
-            replica = next((r for r in self._replicas() if r.idle), None)
-            if replica is None or self._waiting_for_stragglers():
+        """Send batches to idle replicas while there is work (called on every change).
+
+        Each idle replica is offered a batch in turn: with memory admission, what does not
+        fit on one replica's device may fit on another's. What fits nowhere waits: memory
+        coming free dispatches again.
+        """
+        if self._waiting_for_stragglers():
+            return
+        for replica in [r for r in self._replicas() if r.idle]:
+            if not self.queue:
                 return
             admit = self._admit_on(replica) if self.admission is not None else None
             batch = take_batch(self.queue, self.max_batch_size, admit)
-            if not batch:
-                return  # nothing that fits now: memory coming free dispatches again
-            self._send(replica, batch)
+            if batch:
+                self._send(replica, batch)
 
     def _admit_on(self, replica: Replica) -> Admit:
         admission = self.admission

@@ -251,7 +251,7 @@ class Worker:
             try:
                 inputs = self._validate(cls.Inputs, "inputs", item.inputs)
                 params = self._validate(cls.Params, "params", item.params)
-                self._check_profile(item.params)
+                self._check_profile({k: getattr(params, k) for k in item.params if hasattr(params, k)})
             except WatchkeeperError as exc:
                 results[index] = ItemResult(item.request_id, error=error_info(exc))
             else:
