@@ -24,7 +24,10 @@ if TYPE_CHECKING:
     from watchkeeper.replica import Replica
     from watchkeeper.scheduler import Pending
 
-__all__ = ["Admission", "degraded_info", "megabytes"]
+__all__ = ["MEASURE_EVERY", "Admission", "degraded_info", "megabytes"]
+
+#: Once a shape's need is learned, one batch in this many is measured again.
+MEASURE_EVERY = 16
 
 
 def megabytes(n: int) -> str:
@@ -40,6 +43,7 @@ class Admission:
         self._ledger_for = ledger_for
         self.budget: int | None = None  # the smallest budget of a ledger seen (for submit)
         self.min_wait_s = 0.05  # the scheduler keeps this at a batch's usual service time
+        self._batches = 0
 
     # --- on submit ---------------------------------------------------------------------
 
@@ -127,6 +131,14 @@ class Admission:
         return ", ".join(f"{k}={v}" for k, v in rung.params.items()) or "the request"
 
     # --- after a batch -------------------------------------------------------------------
+
+    def wants_measure(self, items: list[Pending]) -> bool:
+        """Measure a batch's peak when a shape in it is not learned yet, and one batch in
+        ``MEASURE_EVERY`` otherwise (each measurement costs the worker ~0.1 ms)."""
+        self._batches += 1
+        if self._batches % MEASURE_EVERY == 0:
+            return True
+        return any(not self.estimates.known(p.ladder[p.chosen].key) for p in items)
 
     def observe(self, items: list[Pending], peak_bytes: int | None) -> None:
         """Learn from a batch's measured peak (shared out evenly among its requests)."""

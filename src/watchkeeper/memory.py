@@ -81,6 +81,10 @@ class Estimates:
         self._needs.move_to_end(key)
         return int(entry[0])
 
+    def known(self, key: str) -> bool:
+        """A need was learned for this shape (and has not expired)."""
+        return key in self._needs and bool(self.get(key) or key in self._needs)
+
     def observe(self, key: str, peak: int) -> None:
         """A request of this shape peaked at ``peak`` bytes."""
         current = self.get(key)

@@ -110,6 +110,7 @@ class Item:
 class RunBatch:
     batch_id: int
     items: tuple[Item, ...]
+    measure: bool = False  # measure the batch's peak memory (costs ~0.1 ms)
 
 
 @dataclass(frozen=True)

@@ -309,7 +309,8 @@ class Scheduler:
         else:
             items = tuple(Item(p.request_id, p.inputs, p.run_params) for p in batch)
             try:
-                replica.send(RunBatch(batch_id, items))
+                measure = self.admission is not None and self.admission.wants_measure(batch)
+                replica.send(RunBatch(batch_id, items, measure))
             except Exception as exc:  # e.g. an input pickle cannot encode: nothing was sent
                 self._unsendable(batch, exc)
                 return

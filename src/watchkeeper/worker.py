@@ -232,10 +232,12 @@ class Worker:
 
     def run_batch(self, batch: RunBatch) -> BatchDone:
         start = time.perf_counter()
-        self.meter.start()
+        if batch.measure:
+            self.meter.start()
         results = self.run_items(batch.items)
         infer_ms = (time.perf_counter() - start) * 1000
-        return BatchDone(batch.batch_id, tuple(results), infer_ms, self.meter.peak())
+        peak = self.meter.peak() if batch.measure else None
+        return BatchDone(batch.batch_id, tuple(results), infer_ms, peak)
 
     def run_items(self, items: Sequence[Item]) -> list[ItemResult]:
         """Validate each item, predict the valid ones together; results keep the items' order.
