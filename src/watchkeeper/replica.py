@@ -194,7 +194,11 @@ class Replica:
             except ChannelClosed:
                 return
             self.last_seen = time.monotonic()
-            self._on_message(self, message)
+            try:
+                self._on_message(self, message)
+            except Exception:  # a bug in a handler must not leave this worker unheard
+                log.exception("handling a worker message failed",
+                              extra={"model": self.spec.model, "pid": self.pid})
 
     # --- talking and ending ------------------------------------------------------------
 

@@ -189,6 +189,7 @@ class Scheduler:
         self.admission = admission
         self._ids = itertools.count(1)
         self._wait_timer: asyncio.TimerHandle | None = None
+        self._free_since = 0.0  # when a worker last came free
 
     # --- accepting -----------------------------------------------------------------
 
@@ -281,10 +282,11 @@ class Scheduler:
         return lambda pending, used: admission.admit(replica, pending, used)
 
     def _waiting_for_stragglers(self) -> bool:
-        """Hold a part-full batch until ``max_wait_ms`` after its oldest request came in."""
-        if self.max_wait_s <= 0 or len(self.queue) >= self.max_batch_size:
+        """Hold a part-full batch for ``max_wait_ms``: after its oldest request came in, or
+        after a worker came free (the clients it just answered are about to send again)."""
+        if self.max_wait_s <= 0 or not self.queue or len(self.queue) >= self.max_batch_size:
             return False
-        send_at = self.queue[0].enqueued_at + self.max_wait_s
+        send_at = max(self.queue[0].enqueued_at, self._free_since) + self.max_wait_s
         now = time.monotonic()
         if send_at <= now:
             return False
@@ -346,6 +348,7 @@ class Scheduler:
         inflight = self.inflight.pop(batch_id, None)
         if replica.state is ReplicaState.BUSY:
             replica.state = ReplicaState.READY
+            self._free_since = time.monotonic()
         if inflight is not None:
             inflight.timer.cancel()
             if self.admission is not None:

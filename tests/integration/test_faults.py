@@ -169,3 +169,12 @@ def test_health_endpoints_answer_fast_while_the_model_is_busy(serve: ServerFacto
             assert time.perf_counter() - started < 2.0, path
     for call in busy:
         call["thread"].join(20)
+
+
+def test_a_lone_request_is_served_when_batches_wait_for_stragglers(serve: ServerFactory) -> None:
+    # Regression: with max_wait_ms, a worker coming ready with an empty queue once broke
+    # the loop that reads its messages, and every later answer was lost.
+    srv = serve({"chaos": {"app": CHAOS, **FAST, "max_wait_ms": 5}})
+    for i in range(3):
+        response = srv.predict("chaos", {"action": "ok", "tag": f"lone{i}"})
+        assert response.status_code == 200, response.text
