@@ -14,18 +14,23 @@ __all__ = ["SERVING_STATES", "is_ready", "overall_status", "http_status"]
 SERVING_STATES = frozenset({"ready", "degraded"})
 
 
-def is_ready(model_states: Mapping[str, str], shutting_down: bool = False) -> bool:
-    """Every model has a ready replica and none is failed or unready."""
-    return not shutting_down and all(s in SERVING_STATES for s in model_states.values())
+def is_ready(model_states: Mapping[str, str], shutting_down: bool = False,
+             overloaded: bool = False) -> bool:
+    """Every model has a ready replica, none is failed or unready, no queue is full."""
+    return (not shutting_down and not overloaded
+            and all(s in SERVING_STATES for s in model_states.values()))
 
 
 def overall_status(
-    model_states: Mapping[str, str], resource_status: str = "ok", shutting_down: bool = False
+    model_states: Mapping[str, str], resource_status: str = "ok", shutting_down: bool = False,
+    overloaded: bool = False,
 ) -> str:
-    """``ok`` | ``degraded`` | ``fail`` from each model's state and the resource status."""
+    """``ok`` | ``degraded`` | ``fail`` from each model's state, the resource status and
+    whether a queue is full (degraded: still serving, but a load balancer should look)."""
     if not is_ready(model_states, shutting_down) or resource_status == "critical":
         return "fail"
-    if any(s != "ready" for s in model_states.values()) or resource_status == "warning":
+    busy = overloaded or resource_status == "warning"
+    if busy or any(s != "ready" for s in model_states.values()):
         return "degraded"
     return "ok"
 

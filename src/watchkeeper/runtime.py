@@ -87,7 +87,8 @@ class Runtime:
         """Ready when every model serves and none has a full queue; the states; the full."""
         states = self.model_states()
         overloaded = sorted(name for name, s in self.services.items() if s.overloaded)
-        return health.is_ready(states, self.shutting_down) and not overloaded, states, overloaded
+        ready = health.is_ready(states, self.shutting_down, overloaded=bool(overloaded))
+        return ready, states, overloaded
 
     def health(self) -> tuple[int, dict[str, Any]]:
         """The full report for ``GET /health`` and its HTTP status."""
@@ -95,9 +96,8 @@ class Runtime:
         res_status, res_reasons = resource_status(snapshot) if snapshot else ("ok", [])
         models = {name: s.health() for name, s in self.services.items()}
         states = {name: m["state"] for name, m in models.items()}
-        status = health.overall_status(states, res_status, self.shutting_down)
-        if status == "ok" and any(s.overloaded for s in self.services.values()):
-            status = "degraded"
+        overloaded = any(s.overloaded for s in self.services.values())
+        status = health.overall_status(states, res_status, self.shutting_down, overloaded)
         body = {
             "status": status,
             "checked_at": time.time(),

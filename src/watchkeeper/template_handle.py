@@ -84,7 +84,7 @@ class TemplateHandle:
         self._proc: subprocess.Popen[bytes] | None = None
         self._changed = asyncio.Event()
         self._tokens = itertools.count(1)
-        self._forks: dict[int, asyncio.Future[Any]] = {}
+        self._answers: dict[int, asyncio.Future[Any]] = {}  # token -> Forked or Planned
         self._exits: dict[int, asyncio.Future[int]] = {}
 
     # --- lifecycle -------------------------------------------------------------------
@@ -127,7 +127,7 @@ class TemplateHandle:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
             self._sock.close()
             self._sock = None
-        futures: list[asyncio.Future[Any]] = [*self._forks.values(), *self._exits.values()]
+        futures: list[asyncio.Future[Any]] = [*self._answers.values(), *self._exits.values()]
         for future in futures:
             if not future.done():
                 future.set_exception(ForkError(why))
@@ -175,7 +175,7 @@ class TemplateHandle:
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Forked | ForkFailed | Planned):
-            future = self._forks.pop(message.token, None)
+            future = self._answers.pop(message.token, None)
             if future is not None and not future.done():
                 if isinstance(message, ForkFailed):
                     future.set_exception(ForkError(message.error))
@@ -232,14 +232,14 @@ class TemplateHandle:
             raise ForkError("the template is gone")
         token = next(self._tokens)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._forks[token] = future
+        self._answers[token] = future
         try:
             self._sock.sendmsg([pickle.dumps(make(token), protocol=5)], fds)
             return await asyncio.wait_for(future, timeout_s)
         except OSError as exc:
             raise ForkError(f"could not reach the template: {exc}") from None
         finally:
-            self._forks.pop(token, None)
+            self._answers.pop(token, None)
 
     async def exit_code(self, pid: int) -> int:
         """A forked child's return code, as its template reports it (-9 if unknown)."""
