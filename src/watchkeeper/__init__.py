@@ -8,11 +8,22 @@ The public API is the model contract (see ``watchkeeper.contract``)::
         class Inputs(wk.Inputs): ...
         class Params(wk.Params): ...
         def setup(self, device): ...
-        def predict(self, inputs, params): ...
+        def predict(self, inputs, params): ...   # or (self, inputs, params, progress)
 """
 
-from watchkeeper.contract import Blob, Example, ImageInput, Inputs, Model, NoParams, Params
+from watchkeeper.contract import (
+    Blob,
+    Example,
+    ImageInput,
+    Inputs,
+    Model,
+    NoParams,
+    Params,
+    ProgressFn,
+    no_progress,
+)
 
-__all__ = ["Blob", "Example", "ImageInput", "Inputs", "Model", "NoParams", "Params", "__version__"]
+__all__ = ["Blob", "Example", "ImageInput", "Inputs", "Model", "NoParams", "Params", "ProgressFn",
+           "__version__", "no_progress"]
 
 __version__ = "0.1.0"

@@ -6,6 +6,9 @@ the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
 
 ``watchkeeper check [URL] [--deep]`` asks a running server and exits 0 when healthy,
 1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
+
+``watchkeeper jobs ...`` (submit, status, wait, cancel, result, list) drives durable jobs
+through the HTTP API; see ``watchkeeper.cli_jobs``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from watchkeeper.cli_jobs import add_job_commands
 from watchkeeper.errors import ConfigError
 
 __all__ = ["main"]
@@ -47,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="read /health (models, probes, resources) instead of /readyz")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     check.set_defaults(run=_check)
+
+    add_job_commands(commands)
     return parser
 
 

@@ -7,7 +7,7 @@ never the file). Nothing here imports a model: ``app`` is checked for its shape 
 Where values come from, later winning over earlier:
 
 1. the defaults of the fields below (and, with no file, one model per built-in app);
-2. the TOML file (top-level tables ``[server]`` and ``[models.NAME]``);
+2. the TOML file (top-level tables ``[server]``, ``[jobs]`` and ``[models.NAME]``);
 3. environment variables: ``WK_SERVER__PORT=9000`` sets ``server.port`` (the rest of the
    name split on ``__`` and lower-cased); ``server`` may be left out (``WK_PORT=9000``);
    ``WK_MODELS__CARTOON__TIMEOUT_S=5`` sets ``models.cartoon.timeout_s``. Values are read
@@ -55,6 +55,7 @@ __all__ = [
     "MODEL_NAME_PATTERN",
     "NON_CONFIG_ENV",
     "Config",
+    "JobsConfig",
     "ModelConfig",
     "ServerConfig",
     "load_config",
@@ -74,7 +75,7 @@ BUILTIN_SOURCE = "built-in"
 
 _APP_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$", re.ASCII)
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$", re.ASCII)
-_TOP_LEVEL_KEYS = ("models", "server")
+_TOP_LEVEL_KEYS = ("jobs", "models", "server")
 _TEXT_KEYS = frozenset({"host", "data_dir", "cache_dir", "log_level", "app", "device"})
 
 ModelName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
@@ -124,6 +125,41 @@ class ServerConfig(_Frozen):
     @classmethod
     def _expand_user(cls, value: Path) -> Path:
         return value.expanduser()
+
+
+class JobsConfig(_Frozen):
+    """The ``[jobs]`` table: durable jobs (``POST /v1/models/NAME/jobs``) and their results."""
+
+    max_attempts: StrictInt = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Runs a job gets: a run ended by a worker's death or a server's stop is "
+        "retried until the job has run this many times, then the job fails with the reason.",
+    )
+    timeout_s: StrictFloat = Field(
+        default=3600.0,
+        gt=0,
+        description="Longest one run of a job may take (queued or running); then its worker "
+        "is killed and the job fails with `deadline_exceeded`.",
+    )
+    result_ttl_h: StrictFloat = Field(
+        default=24.0,
+        gt=0,
+        description="Hours a finished job and its result files are kept; then both are deleted.",
+    )
+    min_free_disk_mb: StrictFloat = Field(
+        default=512.0,
+        ge=0,
+        description="Free space (MiB) the data dir must have for a new job to be accepted; "
+        "below it, submits get 503 rather than jobs failing half way.",
+    )
+    cancel_grace_s: StrictFloat = Field(
+        default=1.0,
+        ge=0,
+        description="How long a cancelled running job's model has to stop by itself (at its "
+        "next progress report) before its worker is killed and replaced.",
+    )
 
 
 class ModelConfig(_Frozen):
@@ -256,9 +292,10 @@ class ModelConfig(_Frozen):
 
 
 class Config(_Frozen):
-    """The whole configuration: ``server``, ``models`` by name, and where it came from."""
+    """The whole configuration: ``server``, ``jobs``, ``models`` by name, and where it came from."""
 
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
+    jobs: JobsConfig = Field(default_factory=lambda: JobsConfig())
     models: dict[ModelName, ModelConfig] = Field(
         min_length=1, description="The models served, by name (the URL path segment)."
     )
@@ -500,6 +537,8 @@ def _allowed_keys(table: tuple[str, ...]) -> list[str]:
         return list(_TOP_LEVEL_KEYS)
     if table == ("server",):
         return sorted(ServerConfig.model_fields)
+    if table == ("jobs",):
+        return sorted(JobsConfig.model_fields)
     return sorted(ModelConfig.model_fields)
 
 

@@ -49,6 +49,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
 __all__ = ["Model", "Inputs", "Params", "NoParams", "Example", "Blob", "ImageInput", "as_bytes",
+           "ProgressFn", "no_progress",
            "CleanText", "CleanTextOrEmpty", "CLEAN_TEXT_NOTE", "MAX_COMBINING_RUN", "clean_text"]
 
 
@@ -89,6 +90,14 @@ class Example:
     inputs: dict[str, Any]
     params: dict[str, Any] = field(default_factory=dict)
     check: Callable[[dict[str, Any]], bool | None] | None = None
+
+
+#: The ``progress(fraction, message)`` callback a long ``predict`` may declare.
+ProgressFn = Callable[[float, str], None]
+
+
+def no_progress(fraction: float, message: str = "") -> None:
+    """A ``progress`` callback that drops the report: the default outside a job."""
 
 
 def as_bytes(value: Any) -> bytes:
@@ -257,7 +266,13 @@ class Model:
         """Load weights (from the local cache) and move them to ``device``."""
 
     def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
-        """Run one request: validated ``Inputs`` and ``Params`` in, a dict of outputs out."""
+        """Run one request: validated ``Inputs`` and ``Params`` in, a dict of outputs out.
+
+        Long work may declare a third parameter, ``progress``, and call
+        ``progress(fraction, message)`` as it goes (``fraction`` from 0 to 1): jobs show it,
+        each call counts as a heartbeat, and a cancelled job's next call raises
+        ``Cancelled`` (see ``watchkeeper.worker_progress``).
+        """
         raise NotImplementedError(f"{type(self).__name__}.predict")
 
     def predict_batch(self, inputs: Sequence[Any], params: Sequence[Any]) -> list[dict[str, Any]]:

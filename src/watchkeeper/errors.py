@@ -10,6 +10,9 @@ them by ``type`` string and never import the web framework.
     │   ├── InvalidInput       422  a field is missing, of the wrong type or out of bounds
     │   └── PayloadTooLarge    413  the body or an image is over the limit
     ├── NotFound               404  no such model (or job)
+    ├── Conflict               409  the job is not in a state that allows this (e.g. no
+    │                               result yet), or an Idempotency-Key reused with another body
+    ├── Cancelled              409  the job was cancelled while it ran
     ├── InputQuarantined       422  this exact input killed (crashed or hung) two workers;
     │                               refused for quarantine_s
     ├── Overloaded             429  the model's queue is full                (Retry-After)
@@ -34,6 +37,8 @@ __all__ = [
     "InvalidInput",
     "PayloadTooLarge",
     "NotFound",
+    "Conflict",
+    "Cancelled",
     "InputQuarantined",
     "Overloaded",
     "Unavailable",
@@ -92,6 +97,16 @@ class NotFound(WatchkeeperError):
     default_suggestion = "GET /v1/models lists the models served here."
 
 
+class Conflict(WatchkeeperError):
+    type = "conflict"
+    default_suggestion = "GET the job to see its state."
+
+
+class Cancelled(WatchkeeperError):
+    type = "cancelled"
+    default_suggestion = "Submit the job again to run it."
+
+
 class InputQuarantined(WatchkeeperError):
     type = "input_quarantined"
     default_suggestion = "Do not retry this input; change it or report it to the model's owner."
@@ -136,6 +151,8 @@ _BY_TYPE: dict[str, type[WatchkeeperError]] = {
         InvalidInput,
         PayloadTooLarge,
         NotFound,
+        Conflict,
+        Cancelled,
         InputQuarantined,
         Overloaded,
         Unavailable,

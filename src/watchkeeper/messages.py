@@ -9,6 +9,8 @@ and pickles them over one socket per worker. The conversation of one worker::
     worker                                   front
       |-- Ready(schema, timings) ------------->|   or LoadFailed(stage, error), then exit 3/4
       |<-------------- RunBatch(id, items) ----|
+      |-- Progress(id, fraction, message) ---->|   0..n while a one-item batch runs (jobs)
+      |<-------------- Cancel(id) -------------|   stop that batch: its item ends "cancelled"
       |-- BatchDone(id, results, infer_ms) --->|   one ItemResult per item, in order
       |<-------------- RunProbe(id) -----------|
       |-- ProbeDone(id, ok, error, ms) ------->|
@@ -39,6 +41,7 @@ __all__ = [
     "Item",
     "RunBatch",
     "RunProbe",
+    "Cancel",
     "Stop",
     "ErrorInfo",
     "ItemResult",
@@ -46,6 +49,7 @@ __all__ = [
     "LoadFailed",
     "Heartbeat",
     "BatchDone",
+    "Progress",
     "ProbeDone",
     "TemplateReady",
     "PlanRequest",
@@ -119,6 +123,13 @@ class RunProbe:
 
 
 @dataclass(frozen=True)
+class Cancel:
+    """Stop batch ``batch_id``: the model's next progress report raises ``Cancelled``."""
+
+    batch_id: int
+
+
+@dataclass(frozen=True)
 class Stop:
     """Finish the current batch (if any) and exit 0."""
 
@@ -169,6 +180,15 @@ class BatchDone:
     results: tuple[ItemResult, ...]
     infer_ms: float
     peak_bytes: int | None = None  # memory the batch needed at its peak, when measurable
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a running batch has got (a model's ``progress`` callback); also a heartbeat."""
+
+    batch_id: int
+    fraction: float  # 0..1
+    message: str
 
 
 @dataclass(frozen=True)
@@ -237,6 +257,6 @@ class ChildExited:
     returncode: int
 
 
-FrontMessage = RunBatch | RunProbe | Stop
-WorkerMessage = Ready | LoadFailed | Heartbeat | BatchDone | ProbeDone
+FrontMessage = RunBatch | RunProbe | Cancel | Stop
+WorkerMessage = Ready | LoadFailed | Heartbeat | BatchDone | Progress | ProbeDone
 TemplateMessage = TemplateReady | LoadFailed | Forked | ForkFailed | ChildExited | Planned

@@ -30,6 +30,11 @@ from prometheus_client import (
 
 __all__ = [
     "INFERENCE_SECONDS",
+    "JOBS",
+    "JOBS_FINISHED_TOTAL",
+    "JOBS_REQUEUED_TOTAL",
+    "JOBS_SUBMITTED_TOTAL",
+    "JOB_DURATION_SECONDS",
     "LATENCY_BUCKETS",
     "MODEL_STATE",
     "PROBE_LATENCY_SECONDS",
@@ -63,6 +68,7 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 #: Why the supervisor replaced a worker (``reason`` label of WORKER_RESTARTS_TOTAL).
 RESTART_REASONS: tuple[str, ...] = (
     "crash", "deadline", "heartbeat", "probe", "load_failed", "load_timeout", "operator", "oom",
+    "cancel",
 )  # fmt: skip
 
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
@@ -121,6 +127,27 @@ WORKER_RSS_BYTES = Gauge(
 STARTUP_SECONDS = Gauge(
     _P + "startup_seconds", "Seconds the last worker start spent per phase: import, setup, warmup.",
     ("model", "phase"), registry=REGISTRY,
+)  # fmt: skip
+
+JOBS = Gauge(
+    _P + "jobs", "Jobs in the store per state: a growing queued count means too few replicas.",
+    ("state",), registry=REGISTRY,
+)  # fmt: skip
+JOBS_SUBMITTED_TOTAL = Counter(
+    _P + "jobs_submitted", "Jobs accepted (202), by model; retried submits with a known key excluded.",
+    ("model",), registry=REGISTRY,
+)  # fmt: skip
+JOBS_FINISHED_TOTAL = Counter(
+    _P + "jobs_finished", "Jobs that reached a final state (succeeded, failed, cancelled), by model.",
+    ("model", "state"), registry=REGISTRY,
+)  # fmt: skip
+JOBS_REQUEUED_TOTAL = Counter(
+    _P + "jobs_requeued", "Job runs to be run again: the worker died or the server stopped under them.",
+    ("model", "reason"), registry=REGISTRY,
+)  # fmt: skip
+JOB_DURATION_SECONDS = Histogram(
+    _P + "job_duration_seconds", "Time from a job's submit to its final state, by model.",
+    ("model",), buckets=LATENCY_BUCKETS + (300.0, 600.0, 1800.0, 3600.0), registry=REGISTRY,
 )  # fmt: skip
 
 

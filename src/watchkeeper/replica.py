@@ -96,6 +96,7 @@ class Replica:
         self.device: str | None = None  # where the model runs, as the worker reported it
         self.timings_ms: dict[str, float] = {}
         self.kill_reason: str | None = None
+        self.reporting = False  # the batch it runs has reported progress (a heartbeat)
         self.returncode: int | None = None
         self._on_message = on_message
         self._on_exit = on_exit

@@ -1,14 +1,15 @@
-"""The front process's core: every model service and the resource monitor, started and
-stopped in order, and the health report built from their cached state.
+"""The front process's core: every model service, the job runner and the resource monitor,
+started and stopped in order, and the health report built from their cached state.
 
 Runs in the front process, on the event loop uvicorn runs. Nothing here blocks: health
 answers are assembled from state kept up to date by the supervisors, probers and the
 resource monitor, so they stay fast however busy the models are.
 
 Shutdown, in order (each step bounded; ``watchkeeper.front`` starts it on the first
-signal): stop taking requests; let accepted requests finish within ``grace_period_s``;
-fail what is left with 503; stop the workers (Stop, then SIGKILL after
-``STOP_TIMEOUT_S``); stop the resource monitor.
+signal): stop taking requests and jobs; let accepted requests and running jobs finish
+within ``grace_period_s``; fail what is left with 503 (jobs go back to the queue of the
+store, to run after the restart); stop the workers (Stop, then SIGKILL after
+``STOP_TIMEOUT_S``); close the job store; stop the resource monitor.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from watchkeeper import health
 from watchkeeper.config import Config
 from watchkeeper.errors import NotFound
+from watchkeeper.jobs.runner import JobRunner
 from watchkeeper.logs import log_event
 from watchkeeper.memory import Ledgers
 from watchkeeper.resources import ResourceMonitor, free_device_bytes, resource_status
@@ -43,6 +45,7 @@ class Runtime:
             for name, cfg in config.models.items()
         }
         server = config.server
+        self.jobs = JobRunner(config.jobs, server.data_dir, self.service, list(self.services))
         self.monitor = ResourceMonitor([server.data_dir, server.cache_dir])
         self.started_at = time.time()
         self.shutting_down = False
@@ -52,6 +55,7 @@ class Runtime:
             path.mkdir(parents=True, exist_ok=True)
         self.monitor.start()
         await asyncio.gather(*(s.start() for s in self.services.values()))
+        await self.jobs.start()
         log_event(log, "server.start", models=sorted(self.services))
 
     async def drain(self) -> None:
@@ -59,6 +63,7 @@ class Runtime:
         if self.shutting_down:
             return
         self.shutting_down = True
+        self.jobs.drain()
         grace = self.config.server.grace_period_s
         await asyncio.gather(*(s.drain(grace) for s in self.services.values()))
         for service in self.services.values():
@@ -67,6 +72,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.drain()
         await asyncio.gather(*(s.stop() for s in self.services.values()))
+        await self.jobs.stop()
         await self.monitor.stop()
         log_event(log, "server.stop")
 
@@ -90,6 +96,19 @@ class Runtime:
         ready = health.is_ready(states, self.shutting_down, overloaded=bool(overloaded))
         return ready, states, overloaded
 
+    def jobs_health(self, disks: Any) -> dict[str, Any]:
+        """The job store's part of /health: jobs per state, and whether submits are taken."""
+        data_dir = str(self.config.server.data_dir)
+        free = next((d.free_bytes / 2**20 for d in disks if d.path == data_dir), None)
+        wanted = self.config.jobs.min_free_disk_mb
+        return {
+            "counts": self.jobs.counts,
+            "running_here": len(self.jobs.active),
+            "accepting": not self.shutting_down and (free is None or free >= wanted),
+            "data_dir_free_mb": None if free is None else round(free, 1),
+            "min_free_disk_mb": wanted,
+        }
+
     def health(self) -> tuple[int, dict[str, Any]]:
         """The full report for ``GET /health`` and its HTTP status."""
         snapshot = self.monitor.snapshot
@@ -104,6 +123,7 @@ class Runtime:
             "uptime_s": round(time.time() - self.started_at, 1),
             "shutting_down": self.shutting_down,
             "models": models,
+            "jobs": self.jobs_health(snapshot.disks if snapshot else ()),
             "resources": {
                 "status": res_status,
                 "reasons": res_reasons,

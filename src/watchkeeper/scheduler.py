@@ -11,7 +11,13 @@ when it fires, the worker is SIGKILLed (reason ``deadline``) and the supervisor 
 Deaths: when a worker dies under a batch, each request in it is retried (at the head of the
 queue, alone) unless its deadline has passed; a death while an input ran alone counts
 against that input, and the second one fails it with InputQuarantined and refuses that
-input for ``quarantine_s``.
+input for ``quarantine_s``. A job's run (``max_runs`` set) is instead retried until it has
+run ``max_runs`` times.
+
+Jobs: a job's request runs alone and has a ``listener`` told when it starts and how far it
+has got (``Progress`` from the worker). ``cancel`` drops a queued request, or asks the
+worker to stop a running one and SIGKILLs it (reason ``cancel``) if it has not stopped
+within ``cancel_grace_s``.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from watchkeeper.admission import Admission, degraded_info
 from watchkeeper.errors import (
     BadInput,
+    Cancelled,
     DeadlineExceeded,
     InputQuarantined,
     Overloaded,
@@ -38,11 +45,11 @@ from watchkeeper.errors import (
     error_from_type,
 )
 from watchkeeper.memory import Rung
-from watchkeeper.messages import BatchDone, Item, ProbeDone, RunBatch, RunProbe
+from watchkeeper.messages import BatchDone, Cancel, Item, ProbeDone, Progress, RunBatch, RunProbe
 from watchkeeper.quarantine import Quarantine, fingerprint
 from watchkeeper.replica import Replica, ReplicaState
 
-__all__ = ["Kind", "Pending", "Outcome", "InFlight", "take_batch", "Scheduler"]
+__all__ = ["Kind", "Pending", "Outcome", "InFlight", "RunListener", "take_batch", "Scheduler"]
 
 #: Weight of the newest batch in the running mean of service time (for Retry-After).
 _EWMA_ALPHA = 0.2
@@ -63,6 +70,16 @@ class Outcome:
     worker_pid: int | None
     runs: int
     degraded: dict[str, Any] | None = None
+
+
+class RunListener(Protocol):
+    """Told about one request's runs (a job's runner listens to its job's request)."""
+
+    def started(self, pending: Pending) -> None:
+        """The request was sent to a worker (once per run)."""
+
+    def progress(self, fraction: float, message: str) -> None:
+        """The running model reported progress."""
 
 
 @dataclass(eq=False)
@@ -90,6 +107,9 @@ class Pending:
     degrade_reason: str | None = None
     batch_cap: int = 0  # after a batch ran out of memory: the most it may share a batch with
     oom_retries: int = 0
+    listener: RunListener | None = None  # a job's runner
+    max_runs: int | None = None  # a job: runs allowed before a worker death fails it
+    cancelled: bool = False
     _fp: str | None = None
 
     def __post_init__(self) -> None:
@@ -217,7 +237,7 @@ class Scheduler:
             )
         if pending.kind is Kind.REQUEST:
             self._shed_if_too_late(pending)
-        if pending.solo:
+        if pending.kind is Kind.PROBE:
             self.queue.appendleft(pending)
         else:
             self.queue.append(pending)
@@ -319,10 +339,14 @@ class Scheduler:
             if self.admission is not None:
                 self.admission.reserve(replica, batch_id, sum(p.need for p in batch))
         replica.state = ReplicaState.BUSY
+        replica.reporting = False
         loop = asyncio.get_running_loop()
         latest = max(p.deadline for p in batch)
         timer = loop.call_later(max(0.0, latest - now), self._overdue, batch_id)
         self.inflight[batch_id] = InFlight(batch_id, replica, batch, timer, now)
+        for pending in batch:
+            if pending.listener is not None:
+                pending.listener.started(pending)
 
     def _unsendable(self, batch: list[Pending], exc: Exception) -> None:
         """A batch that could not be encoded: try its requests alone; fail a lone one."""
@@ -427,6 +451,34 @@ class Scheduler:
                 pending.future.set_result(outcome)
         self._on_outcome(pending, outcome, error)
 
+    # --- jobs: progress and cancel ------------------------------------------------------
+
+    def on_progress(self, replica: Replica, message: Progress) -> None:
+        """A running model reported progress: tell its request's listener."""
+        inflight = self.inflight.get(message.batch_id)
+        if inflight is None or inflight.replica is not replica:
+            return
+        for pending in inflight.items:
+            if pending.listener is not None and pending.open:
+                pending.listener.progress(message.fraction, message.message)
+
+    def cancel(self, pending: Pending, grace_s: float) -> None:
+        """Stop a request: drop it if queued; if running, ask its worker to stop it, and
+        SIGKILL the worker (reason ``cancel``) if it is still running it after ``grace_s``."""
+        pending.cancelled = True
+        inflight = next((f for f in self.inflight.values() if pending in f.items), None)
+        if inflight is None:
+            pending.fail(Cancelled("the job was cancelled before it ran"))
+            return
+        inflight.replica.send(Cancel(inflight.batch_id))
+        loop = asyncio.get_running_loop()
+        loop.call_later(grace_s, self._kill_if_running, inflight.batch_id)
+
+    def _kill_if_running(self, batch_id: int) -> None:
+        inflight = self.inflight.get(batch_id)
+        if inflight is not None:
+            inflight.replica.kill("cancel")
+
     # --- deaths --------------------------------------------------------------------
 
     def on_replica_lost(self, replica: Replica, exit_desc: str) -> None:
@@ -458,10 +510,18 @@ class Scheduler:
 
     def _death_error(self, pending: Pending, reason: str | None, exit_desc: str) -> WatchkeeperError | None:
         """Why this request cannot be retried, or None when it can."""
+        if pending.cancelled:
+            return Cancelled(f"the job was cancelled while it ran (its worker was stopped: {exit_desc})")
         if reason == "deadline" or time.monotonic() >= pending.deadline:
             return DeadlineExceeded(self._deadline_message(pending))
         if pending.kind is Kind.PROBE:
             return Unavailable(f"the worker died during the probe ({exit_desc})")
+        if self.closed:
+            return Unavailable(f"the worker died ({exit_desc}) while the server shuts down",
+                               retry_after_s=5)
+        if pending.max_runs is not None:
+            return None if pending.runs < pending.max_runs else WorkerCrashed(
+                f"the worker died under each of this job's {pending.runs} runs (last: {exit_desc})")
         if pending.deaths >= self.quarantine.max_deaths and self.quarantine.quarantine_s <= 0:
             return WorkerCrashed(
                 f"this request killed {pending.deaths} workers of model '{self.model}' "
@@ -473,9 +533,6 @@ class Scheduler:
                 f"{exit_desc}); it is refused for {self.quarantine.quarantine_s:.0f} s",
                 retry_after_s=self.quarantine.quarantine_s,
             )
-        if self.closed:
-            return Unavailable(f"the worker died ({exit_desc}) while the server shuts down",
-                               retry_after_s=5)
         return None
 
     def _deadline_message(self, pending: Pending) -> str:

@@ -31,7 +31,7 @@ from watchkeeper.messages import ModelSchema
 from watchkeeper.prober import Prober
 from watchkeeper.quarantine import Quarantine
 from watchkeeper.replica import Replica, ReplicaState
-from watchkeeper.scheduler import Outcome, Pending, Scheduler
+from watchkeeper.scheduler import Outcome, Pending, RunListener, Scheduler
 from watchkeeper.supervisor import ModelState, Supervisor
 from watchkeeper.template_handle import ForkError, TemplateState
 
@@ -68,6 +68,7 @@ class ModelService:
             on_done=lambda replica, message: self.scheduler.on_done(replica, message),
             on_lost=lambda replica, desc: self.scheduler.on_replica_lost(replica, desc),
             on_failed=lambda reason: self.scheduler.fail_all(self._failed_error()),
+            on_progress=lambda replica, message: self.scheduler.on_progress(replica, message),
         )
         self.supervisor.schema_callback = self._set_schema
         self.scheduler = Scheduler(
@@ -136,14 +137,27 @@ class ModelService:
         allow_degrade: bool = True,
     ) -> Outcome:
         """Queue one request and wait for its answer until its deadline."""
-        self._refuse_if_failed()
+        pending = await self.submit(request_id, inputs, params, timeout_s, allow_degrade)
+        return await self.outcome(pending, timeout_s)
+
+    async def submit(
+        self, request_id: str, inputs: dict[str, Any], params: dict[str, Any], timeout_s: float,
+        allow_degrade: bool = True, *, listener: RunListener | None = None,
+        max_runs: int | None = None,
+    ) -> Pending:
+        """Check and queue one request (a job's runs alone, told to ``listener``)."""
+        self.refuse_if_failed()
         self.check_params(params)
         ladder = await self.plan(params)
         loop = asyncio.get_running_loop()
-        now = time.monotonic()
-        pending = Pending(self.name, request_id, inputs, params, now + timeout_s, loop.create_future(),
-                          ladder=ladder, allow_degrade=allow_degrade)
+        pending = Pending(self.name, request_id, inputs, params, time.monotonic() + timeout_s,
+                          loop.create_future(), ladder=ladder, allow_degrade=allow_degrade,
+                          listener=listener, max_runs=max_runs, solo=listener is not None)
         self.scheduler.submit(pending)
+        return pending
+
+    async def outcome(self, pending: Pending, timeout_s: float) -> Outcome:
+        """Wait for a queued request's answer; DeadlineExceeded after ``timeout_s``."""
         try:
             return await asyncio.wait_for(pending.future, timeout_s)
         except TimeoutError:
@@ -182,7 +196,7 @@ class ModelService:
         return self._ledgers.get(self.name, replica.index, replica.device, cfg.memory_limit_mb,
                                  cfg.memory_budget_mb)
 
-    def _refuse_if_failed(self) -> None:
+    def refuse_if_failed(self) -> None:
         if self.supervisor.failed_reason is not None:
             raise self._failed_error()
 

@@ -5,11 +5,12 @@ Runs in the front process, on its event loop. State: one ``Slot`` per configured
 load failures in a row, and whether the model is FAILED or unready.
 
 The watch loop (``_watch``, every ``WATCH_INTERVAL_S``) is a list of named steps:
-``kill_frozen()`` (an idle worker silent for ``heartbeat_timeout_s``),
+``kill_frozen()`` (an idle worker, or a busy one that has reported progress, silent for
+``heartbeat_timeout_s``),
 ``kill_slow_loaders()`` (not ready within ``load_timeout_s``) and ``sample_rss()``.
 Exits are not polled: each replica reports its own at once (pidfd).
 
-Restarts: a worker killed on purpose (deadline, heartbeat, probe, operator) comes back at
+Restarts: a worker killed on purpose (deadline, heartbeat, probe, operator, cancel) comes back at
 once; a crash comes back after ``restart_delay`` (0 s, then doubling to
 ``restart_backoff_max_s``); a worker that never became ready counts as a load failure, and
 ``load_retries`` of those in a row mark the model FAILED until an operator restarts it.
@@ -31,7 +32,16 @@ from watchkeeper import metrics
 from watchkeeper.backoff import restart_delay
 from watchkeeper.config import ModelConfig
 from watchkeeper.logs import log_event
-from watchkeeper.messages import BatchDone, ExitCode, LoadFailed, ProbeDone, Ready, Stop, WorkerSpec
+from watchkeeper.messages import (
+    BatchDone,
+    ExitCode,
+    LoadFailed,
+    ProbeDone,
+    Progress,
+    Ready,
+    Stop,
+    WorkerSpec,
+)
 from watchkeeper.preload import TemplateKeeper
 from watchkeeper.replica import Replica, ReplicaState, describe_exit
 from watchkeeper.resources import process_rss, uses_gpu
@@ -45,7 +55,7 @@ WATCH_INTERVAL_S = 0.2
 #: How often each worker's resident memory is read for /health and /metrics.
 RSS_INTERVAL_S = 2.0
 #: Kill reasons that say nothing about the model: the worker is replaced at once.
-DELIBERATE_KILLS = frozenset({"operator", "probe", "deadline", "heartbeat"})
+DELIBERATE_KILLS = frozenset({"operator", "probe", "deadline", "heartbeat", "cancel"})
 #: How long workers get to exit after Stop before they are SIGKILLed.
 STOP_TIMEOUT_S = 5.0
 
@@ -88,6 +98,7 @@ class Supervisor:
         on_done: Callable[[Replica, BatchDone | ProbeDone], None],
         on_lost: Callable[[Replica, str], None],
         on_failed: Callable[[str], None] = lambda reason: None,
+        on_progress: Callable[[Replica, Progress], None] = lambda replica, message: None,
     ) -> None:
         self.model = model
         self.config = config
@@ -103,6 +114,7 @@ class Supervisor:
         self._on_done = on_done
         self._on_lost = on_lost
         self._on_failed = on_failed
+        self._on_progress = on_progress
         self._watch_task: asyncio.Task[None] | None = None
         self._last_rss_at = 0.0
         self.keeper = TemplateKeeper(
@@ -250,7 +262,10 @@ class Supervisor:
     # --- what workers say -------------------------------------------------------------------
 
     def _message(self, replica: Replica, message: Any) -> None:
-        if isinstance(message, BatchDone | ProbeDone):
+        if isinstance(message, Progress):
+            replica.reporting = True
+            self._on_progress(replica, message)
+        elif isinstance(message, BatchDone | ProbeDone):
             self.slots[replica.index].crash_streak = 0
             self._on_done(replica, message)
         elif isinstance(message, Ready):
@@ -341,10 +356,12 @@ class Supervisor:
                 log.exception("supervisor watch step failed", extra={"model": self.model})
 
     def kill_frozen(self) -> None:
-        """An idle worker sends a heartbeat every loop turn; silence means it is frozen."""
+        """An idle worker sends a heartbeat every loop turn, and a busy one whose model
+        reports progress sends each report: silence from either means it is frozen."""
         now = time.monotonic()
         for replica in self.replicas():
-            if replica.idle and now - replica.last_seen > self.config.heartbeat_timeout_s:
+            watched = replica.idle or (replica.reporting and replica.state is ReplicaState.BUSY)
+            if watched and now - replica.last_seen > self.config.heartbeat_timeout_s:
                 replica.kill("heartbeat")
 
     def kill_slow_loaders(self) -> None:

@@ -5,7 +5,9 @@ Runs in a worker process, started by ``watchkeeper.replica`` as
 
 Threads: one. Everything happens in the main loop below, so the loop turn *is* the
 heartbeat: while idle the worker sends ``Heartbeat`` every ``heartbeat_interval_s``; while
-a batch runs it sends nothing and the front's per-request deadline is the watchdog.
+a batch runs it sends nothing and the front's per-request deadline is the watchdog, unless
+the model reports progress (``watchkeeper.worker_progress``): then each report is a
+heartbeat too, and the same report is where a ``Cancel`` from the front is noticed.
 
 State: the model instance and its pydantic classes. Nothing survives the process.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import importlib
 import json
 import logging
@@ -64,6 +67,7 @@ from watchkeeper.worker_memory import (
     release_memory,
     rss_bytes,
 )
+from watchkeeper.worker_progress import ProgressCallback, ProgressReporter, no_progress, takes_progress
 
 __all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent", "error_info",
            "import_app", "limit_threads", "load_model", "main", "resolve_device", "run_worker",
@@ -172,6 +176,7 @@ class Worker:
         self.meter = PeakMeter(self.device)
         self.rss_at_ready = 0
         self._profile: Profile | None = None
+        self._deferred: list[Any] = []  # messages read while a batch ran (see ProgressReporter)
 
     # --- start-up --------------------------------------------------------------
 
@@ -213,34 +218,49 @@ class Worker:
             self._profile = choose_profile(type(self.model).profiles, gb)
         return self._profile
 
+    @functools.cached_property
+    def reports_progress(self) -> bool:
+        """The model's ``predict`` declares ``progress`` and batches are its own (a model
+        with its own ``predict_batch`` runs every batch, one item too, through that)."""
+        if self.model is None or type(self.model).predict_batch is not Model.predict_batch:
+            return False
+        return takes_progress(self.model.predict)
+
     # --- serving ---------------------------------------------------------------
 
     def serve(self) -> int:
         """The work loop: one message per turn, a heartbeat on every idle turn."""
         interval = self.spec.heartbeat_interval_s
         while True:
-            if not self.channel.poll(interval):
+            if self._deferred:
+                message = self._deferred.pop(0)
+            elif self.channel.poll(interval):
+                message = self.channel.recv()
+            else:
                 self.channel.send(Heartbeat())
                 continue
-            message = self.channel.recv()
             if isinstance(message, RunBatch):
                 self.channel.send(self.run_batch(message))
             elif isinstance(message, RunProbe):
                 self.channel.send(self.run_probe(message))
             elif isinstance(message, Stop):
                 return ExitCode.OK
+            # A Cancel here came after its batch finished: nothing to stop.
 
     def run_batch(self, batch: RunBatch) -> BatchDone:
         start = time.perf_counter()
         if batch.measure:
             self.meter.start()
-        results = self.run_items(batch.items)
+        progress = ProgressReporter(self.channel, batch.batch_id, self._deferred)
+        results = self.run_items(batch.items, progress)
         infer_ms = (time.perf_counter() - start) * 1000
         peak = self.meter.peak() if batch.measure else None
         return BatchDone(batch.batch_id, tuple(results), infer_ms, peak)
 
-    def run_items(self, items: Sequence[Item]) -> list[ItemResult]:
+    def run_items(self, items: Sequence[Item], progress: ProgressCallback = no_progress) -> list[ItemResult]:
         """Validate each item, predict the valid ones together; results keep the items' order.
+
+        A lone item whose model's ``predict`` takes ``progress`` gets ``progress``.
 
         Results are matched by position, never by request id: two clients may send the same
         X-Request-ID and land in one batch.
@@ -259,7 +279,7 @@ class Worker:
             else:
                 valid.append((index, inputs, params))
         if valid:
-            predicted = self._predict([(items[i], inp, par) for i, inp, par in valid])
+            predicted = self._predict([(items[i], inp, par) for i, inp, par in valid], progress)
             for (index, _, _), result in zip(valid, predicted, strict=True):
                 results[index] = result
         return [r for r in results if r is not None]
@@ -277,11 +297,16 @@ class Worker:
         except ValidationError as exc:
             raise describe_validation(where, exc, cls) from None
 
-    def _predict(self, valid: list[tuple[Item, Any, Any]]) -> list[ItemResult]:
+    def _predict(self, valid: list[tuple[Item, Any, Any]],
+                 progress: ProgressCallback = no_progress) -> list[ItemResult]:
         """Predict a batch; when it raises, run each item alone so one bad item fails alone."""
         assert self.model is not None
         try:
-            outputs = self.model.predict_batch([v[1] for v in valid], [v[2] for v in valid])
+            if len(valid) == 1 and self.reports_progress:
+                predict: Any = self.model.predict  # declares `progress` (the base class does not)
+                outputs = [predict(valid[0][1], valid[0][2], progress=progress)]
+            else:
+                outputs = self.model.predict_batch([v[1] for v in valid], [v[2] for v in valid])
             if len(outputs) != len(valid):
                 raise ModelError(f"predict_batch returned {len(outputs)} outputs for {len(valid)} inputs")
         except Exception as exc:

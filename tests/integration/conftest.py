@@ -39,8 +39,11 @@ def toml_value(value: Any) -> str:
     return str(value)
 
 
-def write_config(path: Path, models: dict[str, dict[str, Any]], server: dict[str, Any]) -> None:
+def write_config(path: Path, models: dict[str, dict[str, Any]], server: dict[str, Any],
+                 jobs: dict[str, Any] | None = None) -> None:
     lines = ["[server]"] + [f"{k} = {toml_value(v)}" for k, v in server.items()]
+    if jobs:
+        lines += ["", "[jobs]"] + [f"{k} = {toml_value(v)}" for k, v in jobs.items()]
     for name, keys in models.items():
         lines += ["", f"[models.{name}]"] + [f"{k} = {toml_value(v)}" for k, v in keys.items()]
     path.write_text("\n".join(lines) + "\n")
@@ -76,6 +79,35 @@ class Server:
                 **kw: Any) -> httpx.Response:
         body = {"inputs": inputs, "params": params or {}}
         return self.client.post(f"/v1/models/{model}/predict", json=body, **kw)
+
+    def submit_job(self, model: str, inputs: dict[str, Any], params: dict[str, Any] | None = None,
+                   **kw: Any) -> dict[str, Any]:
+        body = {"inputs": inputs, "params": params or {}}
+        response = self.client.post(f"/v1/models/{model}/jobs", json=body, **kw)
+        assert response.status_code == 202, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.get(f"/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        return job
+
+    def wait_job(self, job_id: str, *states: str, timeout_s: float = 30) -> dict[str, Any]:
+        """Poll the job until it is in one of ``states`` (default: any final state)."""
+        wanted = states or ("succeeded", "failed", "cancelled")
+        result: dict[str, Any] = wait_for(
+            lambda: (j := self.job(job_id))["state"] in wanted and j, timeout_s)
+        return result
+
+    def kill(self) -> None:
+        """SIGKILL the front (no shutdown at all); its workers die with it (PDEATHSIG)."""
+        self.seen_workers.update(child.pid for child in self.children())
+        self.proc.kill()
+        self.proc.wait()
+        self.client.close()
+        assert_all_dead(self.seen_workers)
 
     def health(self) -> dict[str, Any]:
         body: dict[str, Any] = self.get("/health").json()
@@ -159,13 +191,14 @@ class Servers:
         self.started: list[Server] = []
 
     def start(self, models: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None, wait: bool = True) -> Server:
+              env: dict[str, str] | None = None, wait: bool = True,
+              jobs: dict[str, Any] | None = None) -> Server:
         n = len(self.started)
         port = free_port()
         config = self.root / f"watchkeeper-{n}.toml"
         server_keys = {"port": port, "data_dir": str(self.root / "data"),
                        "cache_dir": str(self.root / "cache"), "grace_period_s": 5, **(server or {})}
-        write_config(config, models, server_keys)
+        write_config(config, models, server_keys, jobs)
         log_path = self.root / f"server-{n}.log"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("WK_")}
         full_env.update(env or {})

@@ -407,12 +407,12 @@ def test_unknown_server_key_lists_allowed_keys(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "[servers]\nport = 1\n" + MINIMAL)
-    assert only_error(path) == f"{path}: servers: unknown key (allowed: models, server)"
+    assert only_error(path) == f"{path}: servers: unknown key (allowed: jobs, models, server)"
 
 
 def test_source_cannot_be_set_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "source = 'elsewhere'\n" + MINIMAL)
-    assert only_error(path) == f"{path}: source: unknown key (allowed: models, server)"
+    assert only_error(path) == f"{path}: source: unknown key (allowed: jobs, models, server)"
 
 
 def test_missing_app(tmp_path: Path) -> None:
@@ -620,3 +620,11 @@ def test_doc_example_loads(tmp_path: Path) -> None:
         assert config.models["chaos"].app == CHAOS
         assert config.models["chaos"].timeout_s < ModelConfig(app=CHAOS).timeout_s
         assert "cartoon" in config.models
+
+
+def test_jobs_table_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[jobs]\nmax_attempts = 5\n" + MINIMAL)
+    config = load_config(path, env={"WK_JOBS__RESULT_TTL_H": "2"})
+    assert (config.jobs.max_attempts, config.jobs.result_ttl_h) == (5, 2)
+    bad = write(tmp_path, "[jobs]\nmax_attempt = 5\n" + MINIMAL)
+    assert "jobs.max_attempt: unknown key (allowed: cancel_grace_s, max_attempts" in only_error(bad)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+import watchkeeper as wk
 from watchkeeper import images
 from watchkeeper.apps import img2video
 from watchkeeper.apps.img2video import Img2Video, check_video, frame_size, render_frames
@@ -49,9 +50,10 @@ def png() -> bytes:
     return images.png(photo(240, 320)).data
 
 
-def run(model: Img2Video, image: object, **params: object) -> dict:
+def run(model: Img2Video, image: object, progress: object = wk.no_progress, **params: object) -> dict:
     """Validate like the worker does, then predict."""
-    return model.predict(model.Inputs.model_validate({"image": image}), model.Params(**params))
+    return model.predict(model.Inputs.model_validate({"image": image}), model.Params(**params),
+                         progress=progress)
 
 
 def decode(blob: Blob) -> tuple[dict[str, object], list[np.ndarray]]:
@@ -180,8 +182,8 @@ def test_parallax_moves_the_near_bottom_more_than_the_far_top(png):
 def test_progress_is_reported_per_frame(png):
     model, calls = Img2Video(), []
     model.setup("cpu")
-    model._progress = lambda fraction, message: calls.append((fraction, message))
-    run(model, png, resolution="256p", frames=8)
+    run(model, png, lambda fraction, message: calls.append((fraction, message)),
+        resolution="256p", frames=8)
     fractions = [f for f, _ in calls]
     assert len(calls) == 9 and calls[0][1] == "frame 1/8" and calls[-1] == (1.0, "encoded")
     assert fractions == sorted(fractions) and 0 < fractions[0]

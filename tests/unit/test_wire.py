@@ -40,6 +40,8 @@ SAMPLES: dict[type, Any] = {
     m.RunBatch: m.RunBatch(7, (ITEM, m.Item("req-2", {}, {}))),
     m.RunProbe: m.RunProbe(3),
     m.Stop: m.Stop(),
+    m.Cancel: m.Cancel(7),
+    m.Progress: m.Progress(7, 0.25, "frame 8/32"),
     m.ErrorInfo: m.ErrorInfo("invalid_input", "bad", {"errors": [{"field": "inputs.x"}]}),
     m.ItemResult: m.ItemResult("req-1", outputs={"ok": True, "v": [1.5, None]}),
     m.Ready: m.Ready(1234, "cpu", SCHEMA, {"import": 1.5, "setup": 2.0, "warmup": 3.25}),

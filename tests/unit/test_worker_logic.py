@@ -82,7 +82,8 @@ def test_schema(worker: Worker) -> None:
     schema = worker.schema()
     assert schema.max_batch_size == Chaos.max_batch_size
     assert schema.has_probe is True
-    assert set(schema.inputs["properties"]) == {"action", "seconds", "mb", "tag", "echo"}
+    assert set(schema.inputs["properties"]) == {"action", "seconds", "mb", "tag", "echo", "steps",
+                                                "blob_kb"}
     assert schema.params["properties"]["scale"]["maximum"] == 10
 
 
@@ -224,7 +225,7 @@ def test_run_items_mixes_valid_and_invalid_in_order(worker: Worker) -> None:
 def test_unknown_field_lists_the_allowed_ones(worker: Worker) -> None:
     (result,) = worker.run_items([Item("r", {"colour": "red"}, {})])
     assert result.error is not None
-    assert "unknown field (allowed: action, seconds, mb, tag, echo)" in result.error.message
+    assert "unknown field (allowed: action, seconds, mb, tag, echo, steps, blob_kb)" in result.error.message
 
 
 def test_out_of_bounds_param_says_the_bound(worker: Worker) -> None:

@@ -7,7 +7,10 @@ process with exit code 13, ``segfault`` dies of SIGSEGV, ``alloc`` leaks residen
 raises a real MemoryError under a memory limit). Never call those actions in the test process.
 
 - :class:`Chaos` does what its ``action`` input says; ``WK_CHAOS_SETUP_DELAY_S`` (seconds)
-  makes its ``setup`` slow, for tests of start-up states.
+  makes its ``setup`` slow, for tests of start-up states. For jobs: ``work`` sleeps
+  ``seconds`` in ``steps`` steps, reporting progress after each (so it can be cancelled
+  between steps); ``stall`` reports progress once and then hangs (a frozen long job); any
+  action returns a ``blob_kb`` KiB file output ``data`` when asked.
 - :class:`FailingSetup` raises in ``setup``: the worker never becomes ready.
 - :class:`FailingProbe` is Chaos whose deep-health check fails while the file named by
   ``WK_CHAOS_PROBE_FAIL_FILE`` exists (warm-up still passes), so a test can break and heal it.
@@ -35,7 +38,7 @@ CRASH_EXIT_CODE = 13
 SETUP_DELAY_ENV = "WK_CHAOS_SETUP_DELAY_S"
 PROBE_FAIL_FILE_ENV = "WK_CHAOS_PROBE_FAIL_FILE"
 
-Action = Literal["ok", "sleep", "hang", "spin", "crash", "segfault", "raise", "alloc"]
+Action = Literal["ok", "sleep", "work", "stall", "hang", "spin", "crash", "segfault", "raise", "alloc"]
 
 
 class Chaos(contract.Model):
@@ -50,6 +53,8 @@ class Chaos(contract.Model):
             description="Free text, to make inputs distinct (invisible characters removed).",
         )
         echo: Any = Field(None, description="Returned as is in the outputs.")
+        steps: int = Field(10, ge=1, le=10000, description="Progress reports of `work`.")
+        blob_kb: int = Field(0, ge=0, le=1048576, description="KiB of a file output `data`.")
 
     class Params(contract.Params):
         scale: int = Field(1, ge=1, le=10, description="Unused; a bounded parameter for tests.")
@@ -64,10 +69,24 @@ class Chaos(contract.Model):
         if delay:
             time.sleep(delay)
 
-    def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
+    def predict(self, inputs: Any, params: Any,
+                progress: contract.ProgressFn = contract.no_progress) -> dict[str, Any]:
+        outputs = self._act(inputs, progress)
+        if inputs.blob_kb:
+            outputs["data"] = contract.Blob(_pattern(inputs.blob_kb * 1024), "application/octet-stream")
+        return outputs
+
+    def _act(self, inputs: Any, progress: contract.ProgressFn) -> dict[str, Any]:
         action = inputs.action
         if action == "sleep":
             time.sleep(inputs.seconds)
+        elif action == "work":
+            for step in range(1, inputs.steps + 1):
+                time.sleep(inputs.seconds / inputs.steps)
+                progress(step / inputs.steps, f"step {step}/{inputs.steps}")
+        elif action == "stall":
+            progress(0.1, "stalling")
+            _hang()
         elif action == "hang":
             _hang()
         elif action == "spin":
@@ -118,6 +137,11 @@ def _probe_healthy() -> bool:
     """False while the file named by WK_CHAOS_PROBE_FAIL_FILE exists (read at each check)."""
     path = os.environ.get(PROBE_FAIL_FILE_ENV, "")
     return not (path and os.path.exists(path))
+
+
+def _pattern(size: int) -> bytes:
+    """``size`` bytes of a repeating 0..255 pattern (a test can check every byte)."""
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
 
 
 def _env_seconds(name: str) -> float:

@@ -16,17 +16,16 @@ media, so a browser starts playing before the download ends). FFmpeg's faststart
 re-opens its output to read it back; :class:`_Reader` gives it a second, independently
 positioned view of the same ``BytesIO``, so nothing touches the disk.
 
-Progress: the render loop calls ``self._progress(fraction, message)`` after every frame and
-once when the MP4 is finished. The contract has no progress channel yet; the class default
-is a no-op, and a later change can set the attribute on the instance (e.g. to report a job's
-progress) without touching this module.
+Progress: ``predict`` takes the contract's ``progress`` callback and calls it after every
+frame is handed to the encoder (up to 95 %) and once when the MP4 is finished, so a job
+shows ``frame 12/32`` and can be cancelled between frames.
 """
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import av
@@ -112,13 +111,14 @@ class Img2Video(contract.Model):
         cv2.setNumThreads(1)
         self.encoder = pick_encoder()
 
-    def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
+    def predict(self, inputs: Any, params: Any,
+                progress: contract.ProgressFn = contract.no_progress) -> dict[str, Any]:
         width, height = frame_size(inputs.image.shape, RESOLUTIONS[params.resolution])
         n, fps = params.frames, params.fps
         frames = render_frames(inputs.image, (width, height), params.motion, n)
-        rendered = self._reporting(frames, n)
+        rendered = _reporting(frames, n, progress)
         data = encode_mp4(rendered, (width, height), fps, self.encoder)
-        self._progress(1.0, "encoded")
+        progress(1.0, "encoded")
         return {"video": contract.Blob(data, "video/mp4"), "frames": n, "fps": fps,
                 "width": width, "height": height, "duration_s": round(n / fps, 3)}
 
@@ -159,15 +159,14 @@ class Img2Video(contract.Model):
             check=lambda out: check_video(out, frames=8, size=(256, 192), fps=8),
         )
 
-    # --- progress: see the module docstring.
 
-    _progress: Callable[[float, str], None] = staticmethod(lambda fraction, message: None)
 
-    def _reporting(self, frames: Iterator[np.ndarray], total: int) -> Iterator[np.ndarray]:
-        """``frames``, reporting progress after each one is handed to the encoder."""
-        for i, frame in enumerate(frames, start=1):
-            yield frame
-            self._progress(0.95 * i / total, f"frame {i}/{total}")
+def _reporting(frames: Iterator[np.ndarray], total: int,
+               progress: contract.ProgressFn) -> Iterator[np.ndarray]:
+    """``frames``, reporting progress after each one is handed to the encoder."""
+    for i, frame in enumerate(frames, start=1):
+        yield frame
+        progress(0.95 * i / total, f"frame {i}/{total}")
 
 
 # --- rendering -----------------------------------------------------------------------------

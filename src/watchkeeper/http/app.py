@@ -1,4 +1,5 @@
-"""The HTTP routes of the front process: models, predict, health, metrics, admin.
+"""The HTTP routes of the front process: models, predict, health, metrics, admin (and the
+job routes of ``watchkeeper.http.jobs``).
 
 Runs in the front process on uvicorn's event loop. Handlers are thin: they read the
 request, call the ``Runtime``/``ModelService`` and write JSON with orjson. Expected errors
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp
 
 from watchkeeper import errors, metrics
 from watchkeeper.http.errors import error_response
+from watchkeeper.http.jobs import add_job_routes
 from watchkeeper.http.predict import PredictFastPath, handle_predict
 from watchkeeper.http.request_id import RequestIdMiddleware, request_id_of
 from watchkeeper.http.responses import json_response
@@ -51,6 +53,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
     _add_error_handlers(app)
     _add_health_routes(app, runtime)
     _add_model_routes(app, runtime)
+    add_job_routes(app, runtime)
     return RequestIdMiddleware(PredictFastPath(app, runtime))
 
 

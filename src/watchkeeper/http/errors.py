@@ -25,6 +25,8 @@ STATUS: dict[type[e.WatchkeeperError], int] = {
     e.InvalidInput: 422,
     e.PayloadTooLarge: 413,
     e.NotFound: 404,
+    e.Conflict: 409,
+    e.Cancelled: 409,
     e.InputQuarantined: 422,
     e.Overloaded: 429,
     e.Unavailable: 503,

@@ -1,0 +1,209 @@
+"""The job routes: submit, look, follow (server-sent events), fetch the result, cancel, list.
+
+Front process only. Handlers are thin: they read the request, call the ``JobRunner`` and
+write JSON (or a file, or an event stream). A job's JSON (:func:`job_view`) is the same in
+every answer. Result files are served with ``FileResponse``: the right content type, and
+``Range`` requests (a browser's video player seeks with them).
+
+Events: ``GET /v1/jobs/{id}/events`` sends the job's stored events after ``Last-Event-ID``
+(all of them without it), then each new one as it is stored, and ends after the final state;
+a comment line every ``KEEPALIVE_S`` keeps proxies from closing an idle stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
+from watchkeeper.http.bodies import parse_predict, read_body
+from watchkeeper.http.request_id import request_id_of
+from watchkeeper.http.responses import json_response
+from watchkeeper.jobs.model import TERMINAL_STATES, Job, JobEvent, JobState
+from watchkeeper.jobs.results import ResultMeta
+from watchkeeper.runtime import Runtime
+
+__all__ = ["KEEPALIVE_S", "MAX_LIST", "add_job_routes", "job_view", "sse_frame"]
+
+#: Seconds between keep-alive comments on an idle event stream.
+KEEPALIVE_S = 15.0
+#: Most jobs one ``GET /v1/jobs`` returns.
+MAX_LIST = 1000
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+_TERMINAL = {state.value for state in TERMINAL_STATES}
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """A job as every job route shows it."""
+    base = f"/v1/jobs/{job.id}"
+    return {
+        "id": job.id,
+        "model": job.model,
+        "state": job.state.value,
+        "progress": round(job.progress, 4),
+        "message": job.message,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "cancel_requested": job.cancel_requested,
+        "error": job.error,
+        "degraded": job.degraded,
+        "result": _result_view(job, base),
+        "params": job.params,
+        "request_id": job.request_id,
+        "urls": {"self": base, "events": f"{base}/events", "result": f"{base}/result"},
+    }
+
+
+def _result_view(job: Job, base: str) -> dict[str, Any] | None:
+    if job.result is None:
+        return None
+    meta = ResultMeta.from_dict(job.result)
+    files = [{"name": f.name, "media_type": f.media_type, "size": f.size,
+              "url": f"{base}/result?name={f.name}"} for f in meta.files]
+    return {"files": files, "outputs": meta.outputs}
+
+
+def sse_frame(event: JobEvent) -> bytes:
+    """One server-sent event: ``id`` (for Last-Event-ID), ``event`` (its type), JSON ``data``."""
+    data = orjson.dumps({"job_id": event.job_id, "at": event.at, **event.data})
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), data)
+
+
+def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
+    """Declare the job routes on ``app``."""
+    jobs = runtime.jobs
+
+    @app.post("/v1/models/{name}/jobs", tags=["jobs"], status_code=202, response_model=None,
+              summary="Submit a job: the predict body, run durably; 202 with its URLs")
+    async def submit_job(name: str, request: Request) -> Response:
+        runtime.service(name)  # 404 before reading the body
+        key = _idempotency_key(request.headers.get("idempotency-key"))
+        limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
+        body = await parse_predict(request, await read_body(request, limit))
+        job, created = await jobs.submit(name, body.inputs, body.params, body.allow_degrade,
+                                         request_id_of(request), key)
+        headers = {"Location": f"/v1/jobs/{job.id}"}
+        if not created:
+            headers["Idempotent-Replayed"] = "true"
+        return json_response(job_view(job), 202, headers=headers)
+
+    @app.get("/v1/jobs", tags=["jobs"], summary="List jobs, newest first")
+    async def list_jobs(state: str | None = None, model: str | None = None,
+                        limit: int = 100) -> Response:
+        found = await jobs.list_jobs(_state(state), model, _limit(limit))
+        return json_response({"jobs": [job_view(job) for job in found]})
+
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job: state, progress, result")
+    async def get_job(job_id: str) -> Response:
+        return json_response(job_view(await jobs.get(job_id)))
+
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job")
+    async def cancel_job(job_id: str) -> Response:
+        return json_response(job_view(await jobs.cancel(job_id)))
+
+    @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=None,
+             summary="The job's output file (Range requests work), or its JSON outputs")
+    async def job_result(job_id: str, name: str | None = None) -> Response:
+        return _result_response(runtime, await jobs.get(job_id), name)
+
+    @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=None,
+             summary="Server-sent events of every change; resumable with Last-Event-ID")
+    async def job_events(job_id: str, request: Request) -> Response:
+        await jobs.get(job_id)  # 404 before the stream starts
+        after = _last_event_id(request.headers.get("last-event-id"))
+        return StreamingResponse(_stream(runtime, job_id, after), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _stream(runtime: Runtime, job_id: str, after: int) -> AsyncIterator[bytes]:
+    """The job's events after ``after``, then live ones, until its final state."""
+    jobs = runtime.jobs
+    while True:
+        waiter = jobs.changes.waiter(job_id)
+        try:
+            events = await jobs.events(job_id, after)
+            for event in events:
+                yield sse_frame(event)
+                after = event.seq
+                if event.type == "state" and event.data.get("state") in _TERMINAL:
+                    return
+            if not events:
+                job = await jobs.db.call(jobs.store.get, job_id)
+                if job is None or job.terminal:
+                    return  # expired, or the client resumed after the final event
+                try:
+                    await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+        finally:
+            jobs.changes.forget(job_id, waiter)
+
+
+def _result_response(runtime: Runtime, job: Job, name: str | None) -> Response:
+    if job.state is not JobState.SUCCEEDED or job.result is None:
+        raise Conflict(
+            f"job '{job.id}' has no result: it is {job.state.value}"
+            + (f" ({job.progress:.0%}: {job.message})" if job.state is JobState.RUNNING else ""),
+            suggestion="Wait for it (GET /v1/jobs/{id}/events), then ask again.",
+            details={"state": job.state.value},
+        )
+    meta = ResultMeta.from_dict(job.result)
+    if not meta.files:
+        return json_response({"job_id": job.id, "outputs": meta.outputs})
+    chosen = meta.files[0] if name is None else next((f for f in meta.files if f.name == name), None)
+    if chosen is None:
+        names = ", ".join(f.name for f in meta.files)
+        raise NotFound(f"job '{job.id}' has no result file '{name}' (it has: {names})")
+    path = runtime.jobs.results.path(job.id, chosen.file)
+    if not path.is_file():
+        raise NotFound(f"the result file of job '{job.id}' is gone from the data dir",
+                       suggestion="Submit the job again.")
+    return FileResponse(path, media_type=chosen.media_type, filename=chosen.file,
+                        content_disposition_type="inline")
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise BadInput("Idempotency-Key must be 1 to 255 visible ASCII characters",
+                       suggestion="Send e.g. a UUID: 'Idempotency-Key: 3f2b...'.")
+    return value
+
+
+def _state(value: str | None) -> JobState | None:
+    if value is None:
+        return None
+    try:
+        return JobState(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in JobState)
+        raise InvalidInput(f"state '{value[:50]}' is not a job state (allowed: {allowed})",
+                           details={"errors": [{"field": "state", "message": "unknown state"}]},
+                           ) from None
+
+
+def _limit(value: int) -> int:
+    if not 1 <= value <= MAX_LIST:
+        raise InvalidInput(f"limit must be from 1 to {MAX_LIST} (got {value})",
+                           details={"errors": [{"field": "limit", "message": "out of bounds"}]})
+    return value
+
+
+def _last_event_id(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit() or len(value) > 18:
+        raise BadInput(f"Last-Event-ID must be an event id from this stream (a number), "
+                       f"not '{value[:50]}'")
+    return int(value)

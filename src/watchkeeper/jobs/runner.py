@@ -1,0 +1,420 @@
+"""The job runner: durable jobs from the store to the models' schedulers, and back.
+
+Runs in the front process, on its event loop. Every store call and result write goes to
+one dedicated thread (``StoreThread``), in order; the loop never waits on the disk.
+
+State: the store is the truth. In memory there is only ``active``: the jobs this process is
+running now (at most one per configured replica of their model), each with its scheduler
+request once submitted. A job is submitted to its model's scheduler like a predict request,
+alone (never batched), with the job's deadline (``jobs.timeout_s``) and a listener that
+writes each start and progress report to the store.
+
+Lifecycle of a job here::
+
+    submit ──> store: queued ──feed──> scheduler queue ──worker takes it──> store: running
+                                                                  │ progress ──> store events
+      store: succeeded <── result files written (temp + rename) <─┤ outputs
+      store: failed / cancelled <─────────────────────────────────┘ error / cancel
+
+Durability: the store is written before the client gets its 202, and a job's attempts are
+counted when a worker takes it. When the server dies, ``start`` finds the running jobs and
+queues them again (or fails those with no attempts left). When a worker dies, the scheduler
+runs the job again while it has runs left (``max_runs``). A graceful shutdown gives running
+jobs the grace period, then puts them back in the queue with their attempt refunded.
+
+Cancel: a queued job is cancelled in the store at once (and dropped from the scheduler's
+queue if it was there); a running one is asked to stop (``Cancel`` to its worker) and the
+worker is killed after ``jobs.cancel_grace_s`` if it has not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from watchkeeper import metrics
+from watchkeeper.config import JobsConfig
+from watchkeeper.errors import (
+    Cancelled,
+    Conflict,
+    NotFound,
+    OutOfMemory,
+    Overloaded,
+    Unavailable,
+    WatchkeeperError,
+)
+from watchkeeper.jobs.model import Job, JobEvent, JobState, NewJob
+from watchkeeper.jobs.plumbing import Changes, StoreThread
+from watchkeeper.jobs.results import ResultFiles
+from watchkeeper.jobs.sqlite_store import SqliteJobStore, encode_inputs
+from watchkeeper.logs import log_event
+from watchkeeper.scheduler import Outcome, Pending
+from watchkeeper.service import ModelService
+
+__all__ = ["COUNT_INTERVAL_S", "FEED_INTERVAL_S", "RETRY_LATER_S", "SWEEP_INTERVAL_S", "JobRunner",
+           "request_hash"]
+
+log = logging.getLogger("watchkeeper.jobs")
+
+#: How often each model's feed looks for queued jobs when nothing woke it.
+FEED_INTERVAL_S = 1.0
+#: How long a job waits before it is offered again to a model that is busy or unavailable.
+RETRY_LATER_S = 1.0
+#: How often finished jobs past ``result_ttl_h`` are deleted.
+SWEEP_INTERVAL_S = 600.0
+#: How often the jobs per state are counted (for /health and /metrics).
+COUNT_INTERVAL_S = 2.0
+#: How long ``stop`` waits for the running jobs' last store writes.
+STOP_TIMEOUT_S = 5.0
+
+
+def request_hash(model: str, inputs: dict[str, Any], params: dict[str, Any], allow_degrade: bool) -> str:
+    """What makes two submits the same request (an Idempotency-Key must not change it)."""
+    digest = hashlib.sha256()
+    digest.update(model.encode())
+    digest.update(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
+    digest.update(b"1" if allow_degrade else b"0")
+    digest.update(encode_inputs(inputs))
+    return digest.hexdigest()
+
+
+@dataclass(eq=False)
+class Active:
+    """A job this process is running: its scheduler request once submitted."""
+
+    job: Job
+    pending: Pending | None = None
+    cancel: bool = False  # cancel asked before the request was submitted
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class _Listener:
+    """The scheduler's callbacks for one job's request: starts and progress to the store."""
+
+    def __init__(self, runner: JobRunner, active: Active) -> None:
+        self.runner = runner
+        self.active = active
+
+    def started(self, pending: Pending) -> None:
+        self.runner.started(self.active, pending)
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.runner.write(self.active.job.id, self.runner.store.progress, self.active.job.id,
+                          fraction, message)
+
+
+class JobRunner:
+    """Accepts, runs, cancels and reports durable jobs for the models of one front."""
+
+    def __init__(self, config: JobsConfig, data_dir: Path,
+                 service_of: Callable[[str], ModelService], models: list[str]) -> None:
+        self.config = config
+        self.store = SqliteJobStore(data_dir / "jobs.sqlite3")
+        self.results = ResultFiles(data_dir / "results")
+        self.db = StoreThread()
+        self.changes = Changes()
+        self.active: dict[str, Active] = {}
+        self.stopping = False
+        self._service_of = service_of
+        self._models = models
+        self._wake = {name: asyncio.Event() for name in models}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.counts: dict[str, int] = {}
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Queue again what a dead server left running; remove half-written results; feed."""
+        recovered = await self.db.call(self.store.recover)
+        swept = await self.db.call(self.results.sweep_partial)
+        for job in recovered:
+            reason = "server_stopped"
+            if job.state is JobState.QUEUED:
+                metrics.JOBS_REQUEUED_TOTAL.labels(job.model, reason).inc()
+            log_event(log, "job.recovered", job_id=job.id, model=job.model, state=job.state.value,
+                      attempts=job.attempts)
+        if recovered or swept:
+            log_event(log, "jobs.recovered", jobs=len(recovered), partial_results_removed=swept)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._feed(name)) for name in self._models]
+        self._tasks.append(loop.create_task(self._sweep()))
+
+    def drain(self) -> None:
+        """Take no new jobs from the store (running ones finish within the grace period)."""
+        self.stopping = True
+        for wake in self._wake.values():
+            wake.set()
+
+    async def stop(self) -> None:
+        """After the services failed what was left: wait for the last writes, close the store."""
+        self.drain()
+        running = [a.task for a in self.active.values() if a.task is not None]
+        if running:
+            await asyncio.wait(running, timeout=STOP_TIMEOUT_S)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.db.call(self.store.close)
+        self.db.close()
+
+    # --- requests from the HTTP layer ---------------------------------------------------
+
+    async def submit(self, model: str, inputs: dict[str, Any], params: dict[str, Any],
+                     allow_degrade: bool, request_id: str,
+                     idempotency_key: str | None = None) -> tuple[Job, bool]:
+        """Store a new job (or find the one this Idempotency-Key made); True if new."""
+        service = self._service_of(model)
+        if self.stopping:
+            raise Unavailable("the server is shutting down", retry_after_s=5)
+        service.refuse_if_failed()
+        service.check_params(params)
+        await self._check_disk()
+        digest = request_hash(model, inputs, params, allow_degrade)
+        new = NewJob(uuid.uuid4().hex, model, inputs, params, allow_degrade, self.config.max_attempts,
+                     request_id, digest, idempotency_key)
+        job, created = await self.db.call(self.store.create, new)
+        if not created and job.request_hash != digest:
+            raise Conflict(
+                f"Idempotency-Key '{idempotency_key}' was used for a different request (job {job.id})",
+                suggestion="Use a new key for a new request.",
+            )
+        if created:
+            metrics.JOBS_SUBMITTED_TOTAL.labels(model).inc()
+            log_event(log, "job.submitted", job_id=job.id, model=model, request_id=request_id,
+                      params=params)
+            self._wake[model].set()
+        return job, created
+
+    async def _check_disk(self) -> None:
+        free = await self.db.call(self.results.free_mb)
+        wanted = self.config.min_free_disk_mb
+        if free < wanted:
+            log_event(log, "job.refused_disk_full", logging.WARNING, free_mb=round(free, 1),
+                      min_free_disk_mb=wanted)
+            raise Unavailable(
+                f"the data dir's disk has {free:.0f} MiB free, under jobs.min_free_disk_mb "
+                f"({wanted:.0f} MiB): new jobs are refused until space is freed",
+                suggestion="Retry later; an operator must free disk space.",
+                retry_after_s=60, details={"free_mb": round(free, 1), "min_free_disk_mb": wanted},
+            )
+
+    async def get(self, job_id: str) -> Job:
+        job = await self.db.call(self.store.get, job_id)
+        if job is None:
+            raise self._not_found(job_id)
+        return job
+
+    def _not_found(self, job_id: str) -> NotFound:
+        return NotFound(
+            f"no job '{job_id}' (finished jobs are kept for jobs.result_ttl_h = "
+            f"{self.config.result_ttl_h:g} h)",
+            suggestion="GET /v1/jobs lists the jobs kept here.",
+        )
+
+    async def list_jobs(self, state: JobState | None, model: str | None, limit: int) -> list[Job]:
+        return await self.db.call(self.store.list_jobs, state=state, model=model, limit=limit)
+
+    async def events(self, job_id: str, after: int) -> list[JobEvent]:
+        return await self.db.call(self.store.events, job_id, after)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a queued job now; ask a running one to stop (its worker is killed if it
+        has not within ``cancel_grace_s``). A finished job is returned unchanged."""
+        job = await self.db.call(self.store.cancel, job_id)
+        if job is None:
+            raise self._not_found(job_id)
+        if job.state is JobState.CANCELLED or job.cancel_requested:
+            self._stop_active(job_id)
+        self.changes.changed(job_id)
+        log_event(log, "job.cancel", job_id=job_id, state=job.state.value)
+        return job
+
+    def _stop_active(self, job_id: str) -> None:
+        active = self.active.get(job_id)
+        if active is None:
+            return
+        active.cancel = True
+        if active.pending is not None:
+            service = self._service_of(active.job.model)
+            service.scheduler.cancel(active.pending, self.config.cancel_grace_s)
+
+    # --- feeding the schedulers --------------------------------------------------------
+
+    async def _feed(self, model: str) -> None:
+        """Keep up to one job per replica of ``model`` in its scheduler."""
+        wake = self._wake[model]
+        while not self.stopping:
+            wake.clear()
+            try:
+                await self._feed_once(model)
+            except Exception:  # the feed must outlive one bad step (e.g. a disk error)
+                log.exception("job feed step failed", extra={"model": model})
+            try:
+                await asyncio.wait_for(wake.wait(), FEED_INTERVAL_S)
+            except TimeoutError:
+                pass
+
+    async def _feed_once(self, model: str) -> None:
+        service = self._service_of(model)
+        mine = [a for a in self.active.values() if a.job.model == model]
+        room = service.config.replicas - len(mine)
+        if room <= 0:
+            return
+        queued = await self.db.call(self.store.queued, model, room + len(mine))
+        for job in queued:
+            if room > 0 and job.id not in self.active and not self.stopping:
+                self._launch(job)
+                room -= 1
+
+    def _launch(self, job: Job) -> None:
+        active = Active(job)
+        self.active[job.id] = active
+        active.task = asyncio.get_running_loop().create_task(self._run(active))
+        active.task.add_done_callback(lambda _: self._ended(active))
+
+    def _ended(self, active: Active) -> None:
+        self.active.pop(active.job.id, None)
+        wake = self._wake.get(active.job.model)
+        if wake is not None:
+            wake.set()
+
+    # --- running one job ---------------------------------------------------------------
+
+    async def _run(self, active: Active) -> None:
+        job = active.job
+        service = self._service_of(job.model)
+        inputs = await self.db.call(self.store.inputs, job.id)
+        try:
+            pending = await service.submit(
+                job.request_id, inputs, job.params, self.config.timeout_s, job.allow_degrade,
+                listener=_Listener(self, active), max_runs=max(1, job.max_attempts - job.attempts))
+        except (Overloaded, Unavailable) as exc:
+            if isinstance(exc, OutOfMemory):
+                await self._finish(job, JobState.FAILED, error=exc)
+            else:
+                await asyncio.sleep(RETRY_LATER_S)  # stays queued; the feed offers it again
+            return
+        except WatchkeeperError as exc:
+            await self._finish(job, JobState.FAILED, error=exc)
+            return
+        active.pending = pending
+        if active.cancel:
+            service.scheduler.cancel(pending, self.config.cancel_grace_s)
+        await self._await_outcome(active, service, pending)
+
+    async def _await_outcome(self, active: Active, service: ModelService, pending: Pending) -> None:
+        job = active.job
+        try:
+            outcome = await service.outcome(pending, self.config.timeout_s)
+        except Cancelled as exc:
+            await self._finish(job, JobState.CANCELLED, error=exc)
+        except Unavailable as exc:
+            if self.stopping and not isinstance(exc, OutOfMemory):
+                await self._interrupted(job, pending)
+            else:
+                await self._finish(job, JobState.FAILED, error=exc)
+        except WatchkeeperError as exc:
+            await self._finish(job, JobState.FAILED, error=exc)
+        else:
+            await self._succeeded(job, outcome)
+
+    async def _interrupted(self, job: Job, pending: Pending) -> None:
+        """The server stopped before the job finished: queue it again, attempt refunded."""
+        if pending.started_at is None:
+            return  # never started: still queued in the store
+        await self.write(job.id, self.store.requeue, job.id,
+                         reason="the server stopped before it finished", refund_attempt=True)
+        metrics.JOBS_REQUEUED_TOTAL.labels(job.model, "server_stopped").inc()
+        log_event(log, "job.requeued", job_id=job.id, model=job.model, reason="shutdown")
+
+    async def _succeeded(self, job: Job, outcome: Outcome) -> None:
+        try:
+            meta = await self.db.call(self.results.write, job.id, outcome.outputs)
+        except (OSError, ValueError) as exc:
+            error = Unavailable(f"the result could not be written: {exc}",
+                                suggestion="Free disk space on the data dir, then submit again.")
+            await self._finish(job, JobState.FAILED, error=error)
+            return
+        await self._finish(job, JobState.SUCCEEDED, result=meta.to_dict(), degraded=outcome.degraded)
+
+    async def _finish(self, job: Job, state: JobState, *, error: WatchkeeperError | None = None,
+                      result: dict[str, Any] | None = None,
+                      degraded: dict[str, Any] | None = None) -> None:
+        info = None if error is None else {"type": error.type, "message": error.message,
+                                           "suggestion": error.suggestion}
+        done: Job = await self.write(job.id, self.store.finish, job.id, state, error=info,
+                                     result=result, degraded=degraded)
+        metrics.JOBS_FINISHED_TOTAL.labels(job.model, done.state.value).inc()
+        metrics.JOB_DURATION_SECONDS.labels(job.model).observe(max(0.0, time.time() - job.created_at))
+        level = logging.INFO if done.state is JobState.SUCCEEDED else logging.WARNING
+        log_event(log, "job.finished", level, job_id=job.id, model=job.model, state=done.state.value,
+                  attempts=done.attempts, error=info)
+
+    # --- scheduler callbacks (sync, on the loop) ------------------------------------------
+
+    def started(self, active: Active, pending: Pending) -> None:
+        """A worker took the job's request: count the attempt (a rerun after a death too)."""
+        job_id = active.job.id
+        if pending.runs > 1:
+            self.write(job_id, self.store.requeue, job_id, reason="its worker died while it ran")
+            metrics.JOBS_REQUEUED_TOTAL.labels(active.job.model, "worker_died").inc()
+        started = self.write(job_id, self.store.start, job_id)
+        started.add_done_callback(lambda f: self._check_started(active, f))
+
+    def _check_started(self, active: Active, future: asyncio.Future[Job | None]) -> None:
+        if not future.cancelled() and future.exception() is None and future.result() is None:
+            self._stop_active(active.job.id)  # cancelled in the store while it was queued
+
+    def write(self, job_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Queue a store write now, in order; watchers of the job are woken when it is done."""
+        future = self.db.call(fn, *args, **kwargs)
+        future.add_done_callback(lambda f: self._written(job_id, f))
+        return future
+
+    def _written(self, job_id: str, future: asyncio.Future[Any]) -> None:
+        self.changes.changed(job_id)
+        if not future.cancelled() and future.exception() is not None:
+            log_event(log, "job.store_failed", logging.ERROR, job_id=job_id,
+                      error=repr(future.exception()))
+
+    # --- housekeeping ------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Count jobs per state every ``COUNT_INTERVAL_S``; delete finished jobs (and their
+        files) older than ``result_ttl_h`` every ``SWEEP_INTERVAL_S``."""
+        next_sweep = 0.0
+        while not self.stopping:
+            try:
+                await self.refresh_counts()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+                    await self.sweep_expired()
+            except Exception:
+                log.exception("job housekeeping failed")
+            await asyncio.sleep(COUNT_INTERVAL_S)
+
+    async def sweep_expired(self) -> int:
+        before = time.time() - self.config.result_ttl_h * 3600
+        expired = await self.db.call(self.store.finished_before, before)
+        for job_id in expired:
+            await self.db.call(self.results.remove, job_id)
+            await self.db.call(self.store.delete, job_id)
+        if expired:
+            log_event(log, "jobs.expired", removed=len(expired))
+        return len(expired)
+
+    async def refresh_counts(self) -> dict[str, int]:
+        """Jobs per state, for /health and /metrics."""
+        self.counts = await self.db.call(self.store.counts)
+        for state, count in self.counts.items():
+            metrics.JOBS.labels(state).set(count)
+        return self.counts

@@ -1,0 +1,270 @@
+"""Durable jobs against real servers: real workers, real SIGKILLs, a real SQLite file.
+
+The chaos model's ``work`` action sleeps in steps and reports progress after each (so it
+can be cancelled between steps); ``sleep`` never reports (so it can only be killed);
+``stall`` reports once and then hangs; ``blob_kb`` adds a file output of a known pattern.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.integration.conftest import CHAOS, FAST, ServerFactory, Servers, wait_for
+
+JOB_MODEL = {"app": CHAOS, **FAST, "replicas": 1}
+
+
+def pattern(size: int) -> bytes:
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def read_events(client: httpx.Client, job_id: str, last_event_id: int | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    """Read the job's event stream: (id, event, data) dicts, until it ends or ``limit``."""
+    headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with client.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                continue
+            if not line:
+                if current:
+                    events.append(current)
+                    current = {}
+                    if limit is not None and len(events) >= limit:
+                        break
+                continue
+            field, _, value = line.partition(": ")
+            decode = {"id": int, "data": orjson.loads}.get(field, str)
+            current[field] = decode(value)
+    return events
+
+
+# --- the happy path ---------------------------------------------------------------------
+
+
+def test_job_reports_progress_and_serves_its_file_with_ranges(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    job = srv.submit_job("chaos", {"action": "work", "seconds": 0.5, "steps": 5, "blob_kb": 64})
+    assert job["state"] == "queued" and job["urls"]["events"] == f"/v1/jobs/{job['id']}/events"
+    events = read_events(srv.client, job["id"])
+    states = [e["data"]["state"] for e in events if e["event"] == "state"]
+    progress = [e["data"]["progress"] for e in events if e["event"] == "progress"]
+    assert states == ["queued", "running", "succeeded"]
+    assert progress == sorted(progress) and progress[-1] == 1.0 and len(progress) == 5
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    done = srv.job(job["id"])
+    assert done["progress"] == 1.0 and done["attempts"] == 1 and done["result"]["outputs"]["ok"]
+    (file,) = done["result"]["files"]
+    assert (file["name"], file["size"]) == ("data", 64 * 1024)
+    whole = srv.get(done["urls"]["result"])
+    assert whole.status_code == 200 and whole.content == pattern(64 * 1024)
+    part = srv.get(done["urls"]["result"], headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == pattern(64 * 1024)[1000:2000]
+    assert part.headers["content-range"] == f"bytes 1000-1999/{64 * 1024}"
+
+
+def test_job_errors_are_clear(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    assert srv.get("/v1/jobs/nope").status_code == 404
+    bad = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {}, "params": {"scale": 99}})
+    assert bad.status_code == 422 and "params.scale" in bad.text
+    assert srv.client.post("/v1/models/nope/jobs", json={"inputs": {}}).status_code == 404
+    listed = srv.get("/v1/jobs", params={"state": "sleeping"})
+    assert listed.status_code == 422 and "allowed: queued, running" in listed.text
+    job = srv.submit_job("chaos", {"action": "work", "seconds": 2, "steps": 4})
+    early = srv.get(f"/v1/jobs/{job['id']}/result")
+    assert early.status_code == 409 and early.json()["error"]["type"] == "conflict"
+    failing = srv.submit_job("chaos", {"action": "raise"})
+    failed = srv.wait_job(failing["id"])
+    assert failed["state"] == "failed" and failed["error"]["type"] == "model_error"
+    assert [j["id"] for j in srv.get("/v1/jobs", params={"state": "failed"}).json()["jobs"]] == [
+        failing["id"]]
+
+
+# --- durability -------------------------------------------------------------------------
+
+
+def test_job_survives_sigkill_of_its_worker(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    job = srv.submit_job("chaos", {"action": "work", "seconds": 2, "steps": 20, "blob_kb": 8})
+    running = srv.wait_job(job["id"], "running")
+    wait_for(lambda: srv.job(job["id"])["progress"] > 0, 10)
+    (pid,) = srv.worker_pids("chaos")
+    os.kill(pid, signal.SIGKILL)
+    done = srv.wait_job(job["id"], timeout_s=30)
+    assert running["attempts"] == 1
+    assert done["state"] == "succeeded" and done["attempts"] == 2
+    assert srv.get(done["urls"]["result"]).content == pattern(8 * 1024)
+
+
+def test_job_survives_sigkill_of_the_whole_server(tmp_path: Path) -> None:
+    servers = Servers(tmp_path)
+    try:
+        first = servers.start({"chaos": JOB_MODEL})
+        job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30, "blob_kb": 8})
+        queued = first.submit_job("chaos", {"action": "work", "seconds": 0.2, "steps": 2})
+        first.wait_job(job["id"], "running")
+        first.kill()
+        second = servers.start({"chaos": JOB_MODEL})
+        done = second.wait_job(job["id"], timeout_s=30)
+        assert done["state"] == "succeeded" and done["attempts"] == 2
+        assert second.get(done["urls"]["result"]).content == pattern(8 * 1024)
+        assert second.wait_job(queued["id"])["state"] == "succeeded"
+        assert "job.recovered" in second.logs()
+        results = tmp_path / "data" / "results" / job["id"]
+        assert sorted(p.name for p in results.iterdir()) == ["data.bin"]  # one result, no temp file
+    finally:
+        servers.stop_all()
+
+
+def test_graceful_stop_puts_a_running_job_back_with_its_attempt_refunded(tmp_path: Path) -> None:
+    servers = Servers(tmp_path)
+    try:
+        first = servers.start({"chaos": JOB_MODEL}, server={"grace_period_s": 0.5})
+        job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30})
+        first.wait_job(job["id"], "running")
+        first.stop()
+        second = servers.start({"chaos": JOB_MODEL})
+        done = second.wait_job(job["id"], timeout_s=30)
+        assert done["state"] == "succeeded" and done["attempts"] == 1
+    finally:
+        servers.stop_all()
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL}, jobs={"max_attempts": 2})
+    job = srv.submit_job("chaos", {"action": "crash"})
+    done = srv.wait_job(job["id"], timeout_s=30)
+    assert done["state"] == "failed" and done["attempts"] == 2
+    assert done["error"]["type"] in ("worker_crashed", "input_quarantined")
+
+
+def test_progress_is_a_heartbeat_a_stalled_job_is_killed_early(serve: ServerFactory) -> None:
+    model = {**JOB_MODEL, "timeout_s": 60}
+    srv = serve({"chaos": model}, jobs={"max_attempts": 1})
+    job = srv.submit_job("chaos", {"action": "stall"})
+    started = time.monotonic()
+    done = srv.wait_job(job["id"], timeout_s=20)
+    assert done["state"] == "failed"
+    assert time.monotonic() - started < 15  # heartbeat_timeout_s 2, far below timeout_s 60
+    assert '"reason": "heartbeat"' in srv.logs() or '"reason":"heartbeat"' in srv.logs()
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_job_it_never_runs(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    running = srv.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30})
+    queued = srv.submit_job("chaos", {"action": "work", "seconds": 0.2, "steps": 2})
+    srv.wait_job(running["id"], "running")
+    cancelled = srv.client.delete(f"/v1/jobs/{queued['id']}").json()
+    assert cancelled["state"] == "cancelled"
+    srv.client.delete(f"/v1/jobs/{running['id']}")
+    srv.wait_job(running["id"])
+    time.sleep(0.5)
+    never = srv.job(queued["id"])
+    assert never["state"] == "cancelled" and never["attempts"] == 0 and never["started_at"] is None
+
+
+@pytest.mark.parametrize("action", ["work", "sleep"])
+def test_cancel_a_running_job_frees_its_worker_within_2_s(serve: ServerFactory, action: str) -> None:
+    """``work`` stops at its next progress report; ``sleep`` never reports: it is killed."""
+    srv = serve({"chaos": {**JOB_MODEL, "timeout_s": 60}})
+    job = srv.submit_job("chaos", {"action": action, "seconds": 30, "steps": 300})
+    srv.wait_job(job["id"], "running")
+    (pid,) = srv.worker_pids("chaos")
+    asked = time.monotonic()
+    answer = srv.client.delete(f"/v1/jobs/{job['id']}")
+    assert answer.status_code == 200 and answer.json()["cancel_requested"]
+    done = srv.wait_job(job["id"], timeout_s=5)
+    ok = srv.predict("chaos", {"action": "ok"}, headers={"X-Request-Timeout": "2"})
+    assert ok.status_code == 200 and time.monotonic() - asked < 2.0
+    assert done["state"] == "cancelled" and done["error"]["type"] == "cancelled"
+    killed = srv.worker_pids("chaos") != [pid]
+    assert killed == (action == "sleep")
+
+
+# --- idempotency and events -------------------------------------------------------------------
+
+
+def test_idempotency_key_returns_the_same_job(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    body = {"inputs": {"action": "work", "seconds": 0.2, "steps": 2}}
+    first = srv.client.post("/v1/models/chaos/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    again = srv.client.post("/v1/models/chaos/jobs", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    other = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {"action": "ok"}},
+                            headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 409 and "different request" in other.json()["error"]["message"]
+    assert len(srv.get("/v1/jobs").json()["jobs"]) == 1
+    bad = srv.client.post("/v1/models/chaos/jobs", json=body, headers={"Idempotency-Key": "a b"})
+    assert bad.status_code == 400
+
+
+def test_event_stream_resumes_after_last_event_id(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL})
+    job = srv.submit_job("chaos", {"action": "work", "seconds": 1.5, "steps": 10})
+    head = read_events(srv.client, job["id"], limit=3)  # then the client goes away mid-job
+    assert [e["id"] for e in head] == [1, 2, 3]
+    rest = read_events(srv.client, job["id"], last_event_id=head[-1]["id"])
+    assert [e["id"] for e in rest] == list(range(4, 4 + len(rest)))
+    assert rest[-1]["data"]["state"] == "succeeded"
+    everything = read_events(srv.client, job["id"])
+    assert everything == head + rest
+    assert read_events(srv.client, job["id"], last_event_id=everything[-1]["id"]) == []
+
+
+# --- disk ---------------------------------------------------------------------------------------
+
+
+def test_new_jobs_are_refused_when_the_disk_is_nearly_full(serve: ServerFactory) -> None:
+    srv = serve({"chaos": JOB_MODEL}, jobs={"min_free_disk_mb": 1e12})
+    refused = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {"action": "ok"}})
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1
+    error = refused.json()["error"]
+    assert "min_free_disk_mb" in error["message"] and error["details"]["free_mb"] > 0
+    assert srv.get("/v1/jobs").json()["jobs"] == []
+    wait_for(lambda: srv.health()["jobs"]["accepting"] is False, 10)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Any:
+    """A 4 MiB tmpfs (needs root, as in CI): a real full disk."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_on_a_really_full_disk_a_result_fails_whole_and_new_jobs_are_refused(
+        serve: ServerFactory, tiny_disk: Path) -> None:
+    srv = serve({"chaos": JOB_MODEL}, server={"data_dir": str(tiny_disk)},
+                jobs={"min_free_disk_mb": 3})
+    too_big = srv.submit_job("chaos", {"action": "ok", "blob_kb": 6 * 1024})
+    failed = srv.wait_job(too_big["id"])
+    assert failed["state"] == "failed" and "could not be written" in failed["error"]["message"]
+    leftovers = [p for p in (tiny_disk / "results").rglob("*") if p.is_file()]
+    assert leftovers == []  # neither a half file nor a temp file
+    fits = srv.submit_job("chaos", {"action": "ok", "blob_kb": 2 * 1024})
+    assert srv.wait_job(fits["id"])["state"] == "succeeded"
+    refused = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {"action": "ok"}})
+    assert refused.status_code == 503  # about 2 MiB left now, under 3
