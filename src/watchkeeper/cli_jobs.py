@@ -1,10 +1,12 @@
 """The ``watchkeeper jobs`` commands: submit, status, wait, cancel, result and list.
 
-Runs in the user's shell: a client of the server's jobs API through httpx (it never imports
-the server). ``submit`` prints only the job id on stdout, for scripts; ``wait`` follows the
-job's event stream (resuming with ``Last-Event-ID`` when the connection drops, polling when
-there is no stream) and draws its progress on stderr. Exit codes: 0 succeeded, 1 failed,
-cancelled or refused, 2 server unreachable or ``--max-wait`` over, 3 no such job (or model).
+Runs in the user's shell, in the CLI process: a client of the server's jobs API over HTTP
+(httpx); it never imports the server. Its pure pieces (``NAME=VALUE`` values, the SSE parser,
+the progress bar) are in ``watchkeeper.cli_progress``. ``submit`` prints only the job id on
+stdout, for scripts; ``wait`` follows the job's event stream (resuming with ``Last-Event-ID``
+when the connection drops, polling when there is no stream) and draws its progress on stderr.
+Exit codes: 0 succeeded, 1 failed, cancelled or refused, 2 bad arguments, server unreachable
+or ``--max-wait`` over, 3 no such job (or model).
 """
 
 from __future__ import annotations
@@ -14,152 +16,32 @@ import json
 import mimetypes
 import os
 import secrets
-import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple, TextIO
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 
-__all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNREACHABLE", "ProgressDisplay", "SseEvent",
-           "SseParser", "add_job_commands", "format_bar", "parse_assignment", "parse_file_assignment",
-           "parse_value", "wait_job"]
+from watchkeeper.cli_progress import (
+    ProgressDisplay,
+    SseEvent,
+    SseParser,
+    parse_assignment,
+    parse_file_assignment,
+    percent,
+)
+
+__all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNREACHABLE", "add_job_commands", "wait_job"]
 
 EXIT_OK, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_INTERVAL_S = 1.0
 RECONNECT_FOR_S = 60.0  # how long `wait` keeps reconnecting to a server that stopped answering
-_MAX_MESSAGE = 60
-_EPSILON = 1e-9  # 0.29 * 100 is 28.999...: shown as 29 %
-
-# --- pure pieces --------------------------------------------------------------------------
-
-
-def parse_value(text: str) -> Any:
-    """``5``, ``true``, ``"x"``, ``[1,2]`` as JSON; anything else (``512p``, ``NaN``) as a string."""
-    try:
-        return json.loads(text, parse_constant=_not_json)
-    except ValueError:
-        return text
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(name)
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` (an argparse ``type``), the value read by :func:`parse_value`."""
-    name, value = parse_file_assignment(text, allow_empty=True)
-    return name, parse_value(value)
-
-
-def parse_file_assignment(text: str, allow_empty: bool = False) -> tuple[str, str]:
-    """``NAME=FILE`` (an argparse ``type``): the value is kept as it is."""
-    name, equals, value = text.partition("=")
-    if not equals or not name.strip() or not (value or allow_empty):
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name.strip(), value
-
-
-class SseEvent(NamedTuple):
-    id: str | None
-    event: str
-    data: str
-
-
-class SseParser:
-    """Server-sent events fed one line at a time: an event is dispatched at the blank line
-    ending it; comments (``: keep-alive``) are skipped; the last ``id`` is kept."""
-
-    def __init__(self, last_id: str | None = None) -> None:
-        self.last_id = last_id
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> SseEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            data, event = self._data, self._event or "message"
-            self._data, self._event = [], ""
-            return SseEvent(self.last_id, event, "\n".join(data)) if data else None
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        elif field == "id" and "\0" not in value:
-            self.last_id = value
-        return None  # a comment has an empty field name
-
-    def feed_lines(self, lines: Iterable[str]) -> Iterator[SseEvent]:
-        for line in lines:
-            if (event := self.feed(line)) is not None:
-                yield event
-
-
-def _fraction(progress: float) -> float:
-    return min(1.0, max(0.0, progress)) if progress == progress else 0.0
-
-
-def format_bar(progress: float, message: str, state: str, elapsed_s: float, width: int = 20) -> str:
-    """``[##########..........]  50%  frame 16/32  running 12.3s``"""
-    fraction = _fraction(progress)
-    filled = int(fraction * width + _EPSILON)
-    parts = [f"[{'#' * filled}{'.' * (width - filled)}] {int(fraction * 100 + _EPSILON):3d}%"]
-    text = " ".join("".join(c if c.isprintable() else " " for c in message).split())
-    if text:
-        parts.append(text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…")
-    parts.append(f"{state} {max(0.0, elapsed_s):.1f}s")
-    return "  ".join(parts)
-
-
-class ProgressDisplay:
-    """A job's progress on ``stream``: on a TTY one line redrawn in place, else one line per
-    state change and per 10 % step. The elapsed time counts from entering the state."""
-
-    def __init__(self, stream: TextIO, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.stream, self.clock = stream, clock
-        self.tty = stream.isatty() if tty is None else tty
-        self.state, self.progress, self.message = "", 0.0, ""
-        self._since, self._decile, self._drawn = clock(), -1, False
-
-    def update(self, state: str, progress: float, message: str) -> None:
-        changed, decile = state != self.state, int(_fraction(progress) * 10 + _EPSILON)
-        if changed:
-            self.state, self._since, self._decile = state, self.clock(), -1
-        self.progress, self.message = progress, message
-        if self.tty:
-            self.refresh()
-        elif decile > self._decile:
-            self._write(self._line() + "\n")
-        self._decile = max(decile, self._decile)
-
-    def refresh(self) -> None:
-        """Redraw the TTY line (its elapsed time moves on between events)."""
-        if self.tty and self.state:
-            width = max(10, shutil.get_terminal_size().columns - 1)
-            self._write("\r" + self._line()[:width] + "\x1b[K")
-            self._drawn = True
-
-    def close(self) -> None:
-        if self._drawn:
-            self._write("\n")
-            self._drawn = False
-
-    def _line(self) -> str:
-        return format_bar(self.progress, self.message, self.state, self.clock() - self._since)
-
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
 
 # --- HTTP helpers -------------------------------------------------------------------------
 
@@ -369,8 +251,8 @@ def _submit(args: argparse.Namespace, client: httpx.Client, base: str) -> int:
     files = ([("image", args.image)] if args.image else []) + (args.file or [])
     inputs, params = dict(args.input or []), dict(args.param or [])
     names = [name for name, _ in files + (args.input or [])]
-    if len(set(names)) != len(names):
-        raise _Stop(EXIT_UNREACHABLE, f"watchkeeper: an input is given twice: {', '.join(sorted(names))}")
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise _Stop(EXIT_UNREACHABLE, f"watchkeeper: an input is given twice: {', '.join(twice)}")
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
     url = f"{base}/v1/models/{quote(args.model, safe='')}/jobs"
     with ExitStack() as stack:
@@ -388,6 +270,9 @@ def _submit(args: argparse.Namespace, client: httpx.Client, base: str) -> int:
     if not response.is_success:
         return _refused(response)
     job_id = str(response.json()["id"])
+    if response.headers.get("idempotent-replayed") == "true":
+        print(f"watchkeeper: Idempotency-Key {args.idempotency_key!r} was used before: the same job "
+              f"{job_id}, not a new one", file=sys.stderr)
     if not args.wait:
         print(job_id)
         return EXIT_OK
@@ -470,7 +355,7 @@ def _list(args: argparse.Namespace, client: httpx.Client, base: str) -> int:
         created = job.get("created_at")
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "-"
         rows.append((str(job.get("id")), str(job.get("model")), str(job.get("state")),
-                     f"{int(_fraction(float(job.get('progress') or 0)) * 100 + _EPSILON)}%",
+                     f"{percent(float(job.get('progress') or 0))}%",
                      f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}", when))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

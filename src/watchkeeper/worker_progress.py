@@ -73,7 +73,7 @@ class ProgressReporter:
     def __call__(self, fraction: float, message: str = "") -> None:
         self._check_cancelled()
         try:
-            value = min(1.0, max(0.0, float(fraction)))
+            value = round(min(1.0, max(0.0, float(fraction))), 4)
         except (TypeError, ValueError):
             return
         if math.isnan(value):
