@@ -94,7 +94,10 @@ class _Watch:
         self.job: dict[str, Any] = {"id": job_id}
 
     def follow(self) -> dict[str, Any]:
+        """To the end; the stream replays the job's history from its first event, so the
+        display shows it in order (never the state now, then older ones)."""
         if self.job.get("state") in TERMINAL:
+            self.show(self.job)
             return self.job
         parser = SseParser()
         while self.job.get("state") not in TERMINAL:
@@ -114,7 +117,7 @@ class _Watch:
         except httpx.TransportError:
             return self.job
 
-    def get(self) -> dict[str, Any]:
+    def get(self, show: bool = True) -> dict[str, Any]:
         response = self.client.get(_job_url(self.base, self.job_id))
         self.contact = time.monotonic()
         if response.status_code == 404:
@@ -122,7 +125,8 @@ class _Watch:
         if response.status_code != 200:  # e.g. a 503 while the server restarts: retried
             raise httpx.TransportError(f"answered {response.status_code}")
         job: dict[str, Any] = response.json()
-        self.show(job)
+        if show:
+            self.show(job)
         self.job = job
         return job
 
@@ -133,7 +137,7 @@ class _Watch:
 
     def check_deadline(self) -> None:
         if self.max_wait is not None and time.monotonic() - self.started >= self.max_wait:
-            raise _Stop(EXIT_UNREACHABLE, f"watchkeeper: job {self.job_id} is still {self.display.state} "
+            raise _Stop(EXIT_UNREACHABLE, f"watchkeeper: job {self.job_id} is still {self.job.get('state')} "
                         f"after {self.max_wait:g} s (--max-wait); it goes on without us")
 
     def _stream(self, parser: SseParser) -> bool | None:
@@ -198,7 +202,7 @@ def wait_job(client: httpx.Client, base: str, job_id: str, max_wait: float | Non
     watch = _Watch(client, base, job_id, display, max_wait)
     try:
         try:
-            watch.get()
+            watch.get(show=False)  # does it exist; has it ended
         except httpx.TransportError as exc:
             raise _Stop(EXIT_UNREACHABLE, _unreachable(base, exc)) from None
         job = watch.follow()

@@ -1,5 +1,9 @@
-"""The ``watchkeeper jobs`` CLI: its pure pieces, its argument parsing, and ``wait_job``'s
-logic against an in-process ``httpx.MockTransport`` (no server is started here)."""
+"""The ``watchkeeper jobs`` CLI without a server: its pure pieces (``cli_progress``), its
+argument parsing, and what a real server cannot easily be made to do (a stream dropped mid-job,
+no event stream at all), played by an in-process ``httpx.MockTransport``.
+
+The commands against real servers, in subprocesses, are in tests/integration/test_cli_jobs.py.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
+from watchkeeper import cli_jobs
 from watchkeeper.cli import main
-from watchkeeper.cli_jobs import (
-    EXIT_FAILED,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
+from watchkeeper.cli_jobs import EXIT_OK, EXIT_UNREACHABLE, wait_job
+from watchkeeper.cli_progress import (
     ProgressDisplay,
     SseEvent,
     SseParser,
@@ -25,7 +27,7 @@ from watchkeeper.cli_jobs import (
     parse_assignment,
     parse_file_assignment,
     parse_value,
-    wait_job,
+    percent,
 )
 
 BASE = "http://wk.test"
@@ -107,12 +109,18 @@ def test_format_bar_looks_like_the_spec() -> None:
         "[##########..........]  50%  frame 16/32  running 12.3s"
 
 
-@pytest.mark.parametrize(("progress", "bar", "percent"), [
+@pytest.mark.parametrize(("progress", "bar", "shown"), [
     (0.0, "." * 20, "  0%"), (1.0, "#" * 20, "100%"), (1.7, "#" * 20, "100%"), (-0.2, "." * 20, "  0%"),
     (float("nan"), "." * 20, "  0%"), (0.29, "#" * 5 + "." * 15, " 29%"), (0.999, "#" * 19 + ".", " 99%"),
 ])
-def test_format_bar_clamps_and_rounds_down(progress: float, bar: str, percent: str) -> None:
-    assert format_bar(progress, "", "queued", 0) == f"[{bar}] {percent}  queued 0.0s"
+def test_format_bar_clamps_and_rounds_down(progress: float, bar: str, shown: str) -> None:
+    assert format_bar(progress, "", "queued", 0) == f"[{bar}] {shown}  queued 0.0s"
+
+
+@pytest.mark.parametrize(("progress", "shown"), [
+    (0.0, 0), (0.29, 29), (0.999, 99), (1.0, 100), (2.0, 100), (-1.0, 0), (float("nan"), 0)])
+def test_percent_clamps_and_rounds_down(progress: float, shown: int) -> None:
+    assert percent(progress) == shown
 
 
 def test_format_bar_cleans_and_shortens_the_message() -> None:
@@ -188,9 +196,11 @@ def test_bad_param_names_the_argument(capsys: pytest.CaptureFixture[str]) -> Non
     assert "argument --param: expected NAME=VALUE, got 'oops'" in capsys.readouterr().err
 
 
-def test_a_server_that_is_not_there_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["jobs", "status", "j1", "--url", "http://127.0.0.1:9", "--timeout", "2"]) == EXIT_UNREACHABLE
-    assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+def test_an_input_given_twice_is_refused_before_any_request(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["jobs", "submit", "m", "--image", "a.png", "--file", "image=b.png", "--input", "x=1",
+            "--url", "http://127.0.0.1:9"]
+    assert main(argv) == EXIT_UNREACHABLE
+    assert "an input is given twice: image\n" in capsys.readouterr().err
 
 
 def test_a_file_that_is_not_there_is_refused_before_any_request(tmp_path: Any,
@@ -200,7 +210,7 @@ def test_a_file_that_is_not_there_is_refused_before_any_request(tmp_path: Any,
     assert "cannot read" in capsys.readouterr().err
 
 
-# --- wait_job against an in-process transport ---------------------------------------------
+# --- what a real server cannot easily do: an in-process httpx.MockTransport plays it ---------
 
 
 def job(state: str, **extra: Any) -> dict[str, Any]:
@@ -212,68 +222,21 @@ def sse(*events: tuple[int, str, dict[str, Any]]) -> bytes:
                     for i, kind, data in events)
 
 
-def run_wait(handler: Callable[[httpx.Request], httpx.Response],
-             max_wait: float | None = 10) -> tuple[int, dict[str, Any] | None, str]:
+@pytest.fixture(autouse=True)
+def quick_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``wait`` pauses a second between polls and reconnections; not here."""
+    monkeypatch.setattr(cli_jobs, "POLL_INTERVAL_S", 0.01)
+
+
+def run_wait_on_mock_server(handler: Callable[[httpx.Request], httpx.Response],
+                            max_wait: float | None = 10) -> tuple[int, dict[str, Any] | None, str]:
     out = io.StringIO()
     with httpx.Client(transport=httpx.MockTransport(handler), timeout=5) as client:
         code, final = wait_job(client, BASE, "j1", max_wait, ProgressDisplay(out, tty=False))
     return code, final, out.getvalue()
 
 
-def test_wait_follows_the_event_stream_to_success() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/jobs/j1/events":
-            body = sse((1, "state", {"state": "running", "attempts": 1}),
-                       (2, "progress", {"progress": 0.5, "message": "frame 16/32"}),
-                       (3, "state", {"state": "succeeded", "attempts": 1}))
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
-        done = handler.calls > 0  # type: ignore[attr-defined]
-        handler.calls += 1  # type: ignore[attr-defined]
-        return httpx.Response(200, json=job("succeeded" if done else "queued", progress=1.0 if done else 0))
-
-    handler.calls = 0  # type: ignore[attr-defined]
-    code, final, shown = run_wait(handler)
-    assert code == EXIT_OK and final is not None and final["state"] == "succeeded"
-    assert "frame 16/32  running" in shown and "succeeded" in shown.splitlines()[-1]
-
-
-def test_wait_reports_a_failure_with_its_suggestion(capsys: pytest.CaptureFixture[str]) -> None:
-    error = {"type": "model_error", "message": "the model raised", "suggestion": "Try fewer frames."}
-    code, _, _ = run_wait(lambda request: httpx.Response(200, json=job("failed", error=error)))
-    assert code == EXIT_FAILED
-    err = capsys.readouterr().err
-    assert "job j1 failed: the model raised" in err and "suggestion: Try fewer frames." in err
-
-
-def test_wait_for_no_such_job_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
-    body = {"error": {"type": "not_found", "message": "no job 'j1'", "suggestion": "List jobs.",
-                      "request_id": "r1"}}
-    code, _, _ = run_wait(lambda request: httpx.Response(404, json=body))
-    assert code == EXIT_NOT_FOUND
-    err = capsys.readouterr().err
-    assert "404 not_found: no job 'j1'" in err and "suggestion: List jobs." in err and "r1" in err
-
-
-def test_wait_for_an_unreachable_server_exits_2() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    assert run_wait(handler)[0] == EXIT_UNREACHABLE
-
-
-def test_wait_polls_when_there_is_no_event_stream() -> None:
-    states = iter(["queued", "running", "succeeded"])
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/events"):
-            return httpx.Response(404, json={"detail": "Not Found"})
-        return httpx.Response(200, json=job(next(states)))
-
-    code, final, shown = run_wait(handler)
-    assert code == EXIT_OK and final is not None and "running" in shown
-
-
-def test_wait_resumes_a_dropped_stream_with_last_event_id() -> None:
+def test_mock_server_drops_the_stream_mid_job_and_wait_resumes_with_last_event_id() -> None:
     seen: list[str | None] = []
 
     def dropped() -> Iterator[bytes]:
@@ -289,15 +252,19 @@ def test_wait_resumes_a_dropped_stream_with_last_event_id() -> None:
             return httpx.Response(200, headers=headers, content=dropped())
         return httpx.Response(200, headers=headers, content=sse((3, "state", {"state": "succeeded"})))
 
-    code, _, _ = run_wait(handler)
+    code, _, shown = run_wait_on_mock_server(handler)
     assert code == EXIT_OK and seen == [None, "2"]
+    assert " 30%  running" in shown
 
 
-def test_wait_gives_up_after_max_wait(capsys: pytest.CaptureFixture[str]) -> None:
+def test_mock_server_without_an_event_stream_is_polled() -> None:
+    """E.g. a proxy in front of the server that does not pass /events through."""
+    states = iter(["queued", "running", "succeeded"])
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/events"):
-            return httpx.Response(501)
-        return httpx.Response(200, json=job("running"))
+            return httpx.Response(404, json={"detail": "Not Found"})
+        return httpx.Response(200, json=job(next(states)))
 
-    assert run_wait(handler, max_wait=0.2)[0] == EXIT_UNREACHABLE
-    assert "still running after 0.2 s" in capsys.readouterr().err
+    code, final, shown = run_wait_on_mock_server(handler)
+    assert code == EXIT_OK and final is not None and "running" in shown

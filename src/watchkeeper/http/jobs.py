@@ -151,11 +151,14 @@ async def _stream(runtime: Runtime, job_id: str, after: int) -> AsyncIterator[by
 
 def _result_response(runtime: Runtime, job: Job, name: str | None) -> Response:
     if job.state is not JobState.SUCCEEDED or job.result is None:
+        if job.terminal:
+            suggestion = f"It will never have one: GET /v1/jobs/{job.id} has its error; submit it again."
+        else:
+            suggestion = f"Wait for it (GET /v1/jobs/{job.id}/events), then ask again."
         raise Conflict(
             f"job '{job.id}' has no result: it is {job.state.value}"
             + (f" ({job.progress:.0%}: {job.message})" if job.state is JobState.RUNNING else ""),
-            suggestion="Wait for it (GET /v1/jobs/{id}/events), then ask again.",
-            details={"state": job.state.value},
+            suggestion=suggestion, details={"state": job.state.value},
         )
     meta = ResultMeta.from_dict(job.result)
     if not meta.files:
