@@ -168,3 +168,34 @@ def test_log_event_points_at_its_caller(capsys: pytest.CaptureFixture[str]) -> N
         log.setLevel(logging.NOTSET)
     assert seen[0].funcName == "test_log_event_points_at_its_caller"
     assert seen[0].reason == "test"  # type: ignore[attr-defined]
+
+
+def test_the_direct_path_writes_the_same_line_as_the_logging_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With our handler alone on the root, log_event skips the LogRecord; same line either way."""
+    configure_logging(process="front", model="static")
+    root = logging.getLogger()
+    (handler,) = ours()
+    others = [h for h in root.handlers if h is not handler]
+    for other in others:  # pytest's capture handlers: without them the direct path is taken
+        root.removeHandler(other)
+    log = logging.getLogger("wk.direct")
+    fields = {"model": "m", "pid": 3, "name": "clash", "ts": "ignored", "big": 2**70, "p": Path("/x")}
+    try:
+        log_event(log, "request.end", **fields)
+        handler.addFilter(lambda record: True)  # any filter sends records through logging
+        log_event(log, "request.end", **fields)
+        handler.setLevel(logging.ERROR)
+        handler.filters.clear()
+        log_event(log, "request.end", **fields)  # under the handler's level: nothing
+    finally:
+        handler.filters.clear()
+        handler.setLevel(logging.NOTSET)
+        for other in others:
+            root.addHandler(other)
+    direct, logged = lines(capsys.readouterr().err)
+    assert TS_PATTERN.match(direct["ts"]) and direct.pop("ts") != "ignored"
+    logged.pop("ts")
+    assert list(direct.items()) == list(logged.items())
+    assert direct["model"] == "m" and direct["big"] == str(2**70)
