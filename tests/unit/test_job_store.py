@@ -562,3 +562,14 @@ def test_a_store_made_in_one_thread_works_from_another(store: SqliteJobStore) ->
     thread.start()
     thread.join()
     assert results[0] is not None and store.get("j1") == results[0]
+
+
+def test_create_many_stores_a_group_in_one_transaction_and_settles_keys(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    first = NewJob("a", "m", {"x": b"1"}, {}, True, 3, "r1", "h1", idempotency_key="k")
+    again = NewJob("b", "m", {"x": b"2"}, {}, True, 3, "r2", "h2", idempotency_key="k")
+    other = NewJob("c", "m", {}, {}, True, 3, "r3", "h3")
+    (a, a_new), (b, b_new), (c, c_new) = store.create_many([first, again, other])
+    assert (a.id, a_new, b.id, b_new, c.id, c_new) == ("a", True, "a", False, "c", True)
+    assert sorted(j.id for j in store.list_jobs()) == ["a", "c"]
+    assert [e.seq for e in store.events("c")] == [1]

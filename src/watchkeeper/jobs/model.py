@@ -20,6 +20,7 @@ single-instance store, a Redis store will implement the same protocol for severa
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -104,6 +105,9 @@ class JobStore(Protocol):
     def create(self, job: NewJob) -> tuple[Job, bool]:
         """Store a queued job; with an ``idempotency_key`` already used for this model,
         return that job instead. The bool is True when a new job was created."""
+
+    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """``create`` for each of ``jobs``, in one transaction (one disk sync for a burst)."""
 
     def get(self, job_id: str) -> Job | None: ...
 

@@ -17,7 +17,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -259,17 +259,25 @@ class SqliteJobStore:
     def create(self, job: NewJob) -> tuple[Job, bool]:
         """Store a queued job; an ``idempotency_key`` already used for this model returns
         that job (whatever its state) and False. The unique index settles a race."""
+        return self.create_many([job])[0]
+
+    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """``create`` for each job, in one transaction: a burst of submits shares one sync."""
         now = time.time()
+        with self._write() as conn:
+            return [self._create_in(conn, job, now) for job in jobs]
+
+    def _create_in(self, conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, bool]:
         try:
-            with self._write() as conn:
-                self._insert(conn, job, job.created_at or now, now)
-                self._append(conn, job.id, "state", {"state": "queued", "attempts": 0}, now)
-                return self._must(conn, job.id), True
-        except sqlite3.IntegrityError:
-            existing = self._by_key(job.model, job.idempotency_key)
-            if existing is None:
+            self._insert(conn, job, job.created_at or now, now)
+        except sqlite3.IntegrityError:  # undoes this statement only; the transaction goes on
+            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
+                               (job.model, job.idempotency_key)).fetchone()
+            if row is None or job.idempotency_key is None:
                 raise
-            return existing, False
+            return _job(row), False
+        self._append(conn, job.id, "state", {"state": "queued", "attempts": 0}, now)
+        return self._must(conn, job.id), True
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, job: NewJob, created_at: float, now: float) -> None:
@@ -281,11 +289,6 @@ class SqliteJobStore:
              encode_inputs(job.inputs), int(job.allow_degrade), created_at, now,
              job.max_attempts, job.request_id, job.request_hash, job.idempotency_key),
         )  # fmt: skip
-
-    def _by_key(self, model: str, key: str | None) -> Job | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
-                          (model, key))  # fmt: skip
-        return _job(rows[0]) if rows else None
 
     def get(self, job_id: str) -> Job | None:
         rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
