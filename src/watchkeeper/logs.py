@@ -19,10 +19,12 @@ Events are short dotted names, so logs can be filtered on ``event`` alone:
 
 - ``server.start``                the front's models are starting (models)
 - ``server.stop``                 the front has stopped every worker
-- ``request.start``               a predict request was read (request_id, model, params, timeout_s)
+- ``request.start``               (debug) a predict request was read (request_id, model, params,
+                                  timeout_s)
 - ``request.end``                 it was answered 200 (status, queue_ms, inference_ms, total_ms,
-                                  worker_pid, attempts)
-- ``request.error``               it was answered with an error (status, error, message, total_ms)
+                                  worker_pid, attempts, params, timeout_s)
+- ``request.error``               it was answered with an error (status, error, message, total_ms,
+                                  params, timeout_s)
 - ``worker.start``                a worker process was spawned (model, replica, pid)
 - ``worker.loaded``               (worker) the model is set up and warm (device, startup_ms)
 - ``worker.ready``                (front) a worker counts as ready (pid, startup_ms, since_spawn_ms)

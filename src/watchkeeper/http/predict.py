@@ -6,8 +6,9 @@ request); every other request passes through to FastAPI, where the same
 :func:`handle_predict` is also declared so it appears in ``/docs``.
 
 Per request: read the body (size-limited), parse JSON or multipart, queue it with the
-model's service, wait for the answer until the deadline, log ``request.start`` and
-``request.end`` / ``request.error``, count it in the metrics.
+model's service, wait for the answer until the deadline, log one line (``request.end`` or
+``request.error``, with the params; ``request.start`` too at the debug level), count it in
+the metrics.
 """
 
 from __future__ import annotations
@@ -67,14 +68,17 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     """Run one predict request; every outcome is a response (errors in the one shape)."""
     request_id = request_id_of(request)
     started = time.perf_counter()
+    params: dict[str, Any] | None = None
+    timeout_s: float | None = None
     try:
         service = runtime.service(name)
         timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
         limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
         body = await parse_predict(request, await read_body(request, limit))
-        log_event(log, "request.start", request_id=request_id, model=name, params=body.params,
-                  timeout_s=timeout_s)
-        outcome = await service.predict(request_id, body.inputs, body.params, timeout_s,
+        params = body.params
+        log_event(log, "request.start", logging.DEBUG, request_id=request_id, model=name,
+                  params=params, timeout_s=timeout_s)
+        outcome = await service.predict(request_id, body.inputs, params, timeout_s,
                                         body.allow_degrade)
     except errors.WatchkeeperError as exc:
         status = status_of(exc)
@@ -82,13 +86,15 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
         metrics.REQUESTS_TOTAL.labels(label, str(status)).inc()
         metrics.REQUEST_DURATION_SECONDS.labels(label).observe(time.perf_counter() - started)
         log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
-                  status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started))
+                  status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started),
+                  params=params, timeout_s=timeout_s)
         return error_response(exc, request_id)
     total_ms = _ms_since(started)
     service.count_success(total_ms / 1000)
     log_event(log, "request.end", request_id=request_id, model=name, status=200,
               queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
-              total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs)
+              total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs,
+              params=params, timeout_s=timeout_s)
     body_out: dict[str, Any] = {
         "request_id": request_id,
         "model": name,
