@@ -268,3 +268,16 @@ def test_on_a_really_full_disk_a_result_fails_whole_and_new_jobs_are_refused(
     assert srv.wait_job(fits["id"])["state"] == "succeeded"
     refused = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {"action": "ok"}})
     assert refused.status_code == 503  # about 2 MiB left now, under 3
+
+
+def test_finished_jobs_and_their_files_are_deleted_after_result_ttl_h(serve: ServerFactory,
+                                                                       tmp_path: Path) -> None:
+    srv = serve({"chaos": JOB_MODEL}, jobs={"result_ttl_h": 0.0005})  # 1.8 s
+    job = srv.submit_job("chaos", {"action": "ok", "blob_kb": 4})
+    assert srv.wait_job(job["id"])["state"] == "succeeded"
+    results = tmp_path / "data" / "results" / job["id"]
+    assert results.is_dir()
+    wait_for(lambda: srv.get(f"/v1/jobs/{job['id']}").status_code == 404, 10)
+    assert not results.exists()
+    assert "result_ttl_h" in srv.get(f"/v1/jobs/{job['id']}").json()["error"]["message"]
+    assert '"jobs.expired"' in srv.logs()

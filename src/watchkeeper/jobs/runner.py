@@ -70,7 +70,7 @@ log = logging.getLogger("watchkeeper.jobs")
 FEED_INTERVAL_S = 1.0
 #: How long a job waits before it is offered again to a model that is busy or unavailable.
 RETRY_LATER_S = 1.0
-#: How often finished jobs past ``result_ttl_h`` are deleted.
+#: How often finished jobs past ``result_ttl_h`` are deleted (a quarter of it, if less).
 SWEEP_INTERVAL_S = 600.0
 #: How often the jobs per state are counted (for /health and /metrics).
 COUNT_INTERVAL_S = 2.0
@@ -424,7 +424,8 @@ class JobRunner:
             try:
                 await self.refresh_counts()
                 if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + SWEEP_INTERVAL_S
+                    ttl_s = self.config.result_ttl_h * 3600
+                    next_sweep = time.monotonic() + min(SWEEP_INTERVAL_S, ttl_s / 4)
                     await self.sweep_expired()
             except Exception:
                 log.exception("job housekeeping failed")
