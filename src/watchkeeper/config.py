@@ -220,7 +220,9 @@ class ModelConfig(_Frozen):
         gt=0,
         description="Hard cap on what each worker may allocate beyond its size after warm-up "
         "(RLIMIT_AS): past it, allocations fail with MemoryError instead of the kernel killing "
-        "the process. Also each worker's memory budget for admission. Unset: no cap.",
+        "the process. Also each worker's memory budget for admission. Its workers get "
+        "glibc's `MALLOC_MMAP_THRESHOLD_=131072` so the cap and the measured peaks see real "
+        "use (this costs speed on models that allocate large buffers). Unset: no cap.",
     )
     memory_budget_mb: StrictFloat | None = Field(
         default=None,
@@ -256,6 +258,13 @@ class ModelConfig(_Frozen):
         default=0.0,
         ge=0,
         description="Longest the first request of a batch waits for others to join it.",
+    )
+    refill_wait_ms: StrictFloat = Field(
+        default=5.0,
+        ge=0,
+        description="After a worker answers a batch of N, how long fewer than N queued "
+        "requests wait for the clients just answered to send again, so steady traffic keeps "
+        "forming full batches (only models that batch; never at concurrency 1). 0: off.",
     )
     quarantine_s: StrictFloat = Field(
         default=300.0,

@@ -122,7 +122,7 @@ class Replica:
                 self._proc = subprocess.Popen(
                     self._command(theirs.fileno()),
                     pass_fds=(theirs.fileno(),),
-                    env=worker_environment(),
+                    env=worker_environment(self.spec.memory_limit_mb),
                     stdin=subprocess.DEVNULL,
                     start_new_session=True,
                 )

@@ -190,6 +190,7 @@ class Scheduler:
         max_batch_size: int,
         max_wait_ms: float,
         quarantine: Quarantine,
+        refill_wait_ms: float = 0.0,
         replicas: Callable[[], Sequence[Replica]],
         on_outcome: Callable[[Pending, Outcome | None, WatchkeeperError | None], None],
         admission: Admission | None = None,
@@ -198,6 +199,8 @@ class Scheduler:
         self.max_queue = max_queue
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
+        self.refill_wait_s = refill_wait_ms / 1000
+        self._answered = 0  # requests in the batch a worker finished last
         self.quarantine = quarantine
         self.queue: deque[Pending] = deque()
         self.inflight: dict[int, InFlight] = {}
@@ -302,11 +305,17 @@ class Scheduler:
         return lambda pending, used: admission.admit(replica, pending, used)
 
     def _waiting_for_stragglers(self) -> bool:
-        """Hold a part-full batch for ``max_wait_ms``: after its oldest request came in, or
-        after a worker came free (the clients it just answered are about to send again)."""
-        if self.max_wait_s <= 0 or not self.queue or len(self.queue) >= self.max_batch_size:
+        """Hold a part-full batch for ``max_wait_ms`` after its oldest request came in or a
+        worker came free; and, after a worker answered a batch of N, hold fewer than N for
+        up to ``refill_wait_ms`` (the clients it just answered are about to send again:
+        without it, closed-loop clients split into a batch of 1 and one of N - 1)."""
+        if not self.queue or len(self.queue) >= self.max_batch_size:
             return False
-        send_at = max(self.queue[0].enqueued_at, self._free_since) + self.max_wait_s
+        send_at = 0.0
+        if self.max_wait_s > 0:
+            send_at = max(self.queue[0].enqueued_at, self._free_since) + self.max_wait_s
+        if self.refill_wait_s > 0 and len(self.queue) < min(self._answered, self.max_batch_size):
+            send_at = max(send_at, self._free_since + self.refill_wait_s)
         now = time.monotonic()
         if send_at <= now:
             return False
@@ -383,6 +392,7 @@ class Scheduler:
             if isinstance(message, ProbeDone):
                 self._resolve_probe(inflight, message)
             else:
+                self._answered = len(inflight.items)
                 self._resolve_batch(inflight, message)
         self.dispatch()
 

@@ -76,6 +76,7 @@ class ModelService:
             max_queue=config.max_queue,
             max_batch_size=1,  # raised to the model's own limit once a worker reports it
             max_wait_ms=config.max_wait_ms,
+            refill_wait_ms=config.refill_wait_ms,
             quarantine=self.quarantine,
             replicas=self.supervisor.replicas,
             on_outcome=self._observe,

@@ -96,7 +96,7 @@ class TemplateHandle:
                        "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))]
             self._proc = subprocess.Popen(
                 command + (["--plan-only"] if self.plan_only else []),
-                env=worker_environment(),
+                env=worker_environment(self.spec.memory_limit_mb),
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True,
             )
         finally:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.integration.conftest import CHAOS, FAST, ServerFactory, wait_for
 
@@ -178,3 +179,33 @@ def test_a_lone_request_is_served_when_batches_wait_for_stragglers(serve: Server
     for i in range(3):
         response = srv.predict("chaos", {"action": "ok", "tag": f"lone{i}"})
         assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("refill_ms", [0, 1500])
+def test_after_a_batch_of_n_fewer_than_n_wait_for_the_answered_clients(
+        serve: ServerFactory, refill_ms: int) -> None:
+    """Closed-loop clients come back one by one; refill_wait_ms gathers them into one batch."""
+    srv = serve({"chaos": {"app": CHAOS, **FAST, "max_batch_size": 8, "refill_wait_ms": refill_ms}})
+
+    def send(tag: str) -> dict[str, Any]:
+        return in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 0.3, "tag": tag})
+
+    def answers(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for call in calls:
+            call["thread"].join(15)
+        return [c["result"].json() for c in calls]
+
+    alone = send("alone")  # the worker is idle: it runs alone...
+    time.sleep(0.1)
+    three = [send(f"three-{i}") for i in range(3)]  # ...and these three wait, then run together
+    first = answers([alone, *three])
+    assert len({a["timings"]["inference_ms"] for a in first[1:]}) == 1
+    second = []
+    for i in range(3):  # the three clients come back 150 ms apart
+        second.append(send(f"again-{i}"))
+        time.sleep(0.15)
+    batches = {a["timings"]["inference_ms"] for a in answers(second)}
+    if refill_ms:
+        assert len(batches) == 1  # held until all three were back: one batch of 3
+    else:
+        assert len(batches) >= 2  # the first went alone at once
