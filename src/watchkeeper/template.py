@@ -50,6 +50,7 @@ from watchkeeper.messages import (
     Planned,
     PlanRequest,
     TemplateReady,
+    WorkerSpec,
 )
 from watchkeeper.wire import BlockingChannel
 from watchkeeper.worker import (
@@ -203,8 +204,14 @@ class Template:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, spec = start_process("template", argv)
-    plan_only = bool(args.plan_only)
     control = socket.socket(fileno=args.fd)
+    try:
+        return _run(control, spec, plan_only=bool(args.plan_only))
+    except ConnectionError:  # the front is gone (it was killed): end quietly, as a worker does
+        return ExitCode.OK
+
+
+def _run(control: socket.socket, spec: WorkerSpec, plan_only: bool) -> int:
 
     def template_send(message: Any) -> None:
         control.send(pickle.dumps(message, protocol=5))
