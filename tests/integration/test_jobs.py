@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,24 @@ def test_finished_jobs_and_their_files_are_deleted_after_result_ttl_h(serve: Ser
     assert not results.exists()
     assert "result_ttl_h" in srv.get(f"/v1/jobs/{job['id']}").json()["error"]["message"]
     assert '"jobs.expired"' in srv.logs()
+
+
+def test_event_streams_end_when_the_server_begins_to_shut_down(serve: ServerFactory) -> None:
+    srv = serve({"chaos": {**JOB_MODEL, "timeout_s": 60}}, server={"grace_period_s": 10})
+    job = srv.submit_job("chaos", {"action": "work", "seconds": 30, "steps": 30})
+    srv.wait_job(job["id"], "running")
+    box: dict[str, Any] = {}
+
+    def follow() -> None:
+        box["events"] = read_events(httpx.Client(base_url=srv.url), job["id"])
+        box["ended"] = time.monotonic()
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    time.sleep(0.5)
+    asked = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    reader.join(8)
+    assert "ended" in box and box["ended"] - asked < 3  # not held for the 10 s grace period
+    assert box["events"][0]["data"]["state"] == "queued"
+    srv.proc.wait(30)

@@ -6,8 +6,9 @@ every answer. Result files are served with ``FileResponse``: the right content t
 ``Range`` requests (a browser's video player seeks with them).
 
 Events: ``GET /v1/jobs/{id}/events`` sends the job's stored events after ``Last-Event-ID``
-(all of them without it), then each new one as it is stored, and ends after the final state;
-a comment line every ``KEEPALIVE_S`` keeps proxies from closing an idle stream.
+(all of them without it), then each new one as it is stored, and ends after the final state
+or when the server starts shutting down; a comment line every ``KEEPALIVE_S`` keeps proxies
+from closing an idle stream.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
 
 
 async def _stream(runtime: Runtime, job_id: str, after: int) -> AsyncIterator[bytes]:
-    """The job's events after ``after``, then live ones, until its final state."""
+    """The job's events after ``after``, then live ones, until its final state (or until
+    the server shuts down: the client reconnects with Last-Event-ID to another instance)."""
     jobs = runtime.jobs
-    while True:
+    while not jobs.stopping:
         waiter = jobs.changes.waiter(job_id)
         try:
             events = await jobs.events(job_id, after)

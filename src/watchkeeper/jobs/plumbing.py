@@ -59,6 +59,12 @@ class Changes:
         for event in self._waiters.get(job_id, ()):
             event.set()
 
+    def wake_all(self) -> None:
+        """Wake every watcher (the server is shutting down: streams end)."""
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
+
     @property
     def watched(self) -> int:
         return sum(len(w) for w in self._waiters.values())

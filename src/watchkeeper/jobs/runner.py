@@ -156,6 +156,7 @@ class JobRunner:
         self.stopping = True
         for wake in self._wake.values():
             wake.set()
+        self.changes.wake_all()
 
     async def stop(self) -> None:
         """After the services failed what was left: wait for the last writes, close the store."""
