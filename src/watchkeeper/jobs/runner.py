@@ -311,6 +311,12 @@ class JobRunner:
         active.task.add_done_callback(lambda _: self._ended(active))
 
     def _ended(self, active: Active) -> None:
+        task = active.task
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            # A bug, or the store failing: the job stays as the store has it (queued or
+            # running) and is offered again by the feed, or recovered at the next start.
+            log_event(log, "job.run_failed", logging.ERROR, job_id=active.job.id,
+                      model=active.job.model, error=repr(task.exception()))
         self.active.pop(active.job.id, None)
         wake = self._wake.get(active.job.model)
         if wake is not None:
