@@ -221,8 +221,9 @@ class ModelConfig(_Frozen):
         description="Hard cap on what each worker may allocate beyond its size after warm-up "
         "(RLIMIT_AS): past it, allocations fail with MemoryError instead of the kernel killing "
         "the process. Also each worker's memory budget for admission. Its workers get "
-        "glibc's `MALLOC_MMAP_THRESHOLD_=131072` so the cap and the measured peaks see real "
-        "use (this costs speed on models that allocate large buffers). Unset: no cap.",
+        "glibc's `MALLOC_MMAP_THRESHOLD_=131072` (so the cap and the measured peaks see real "
+        "use; this costs speed on models that allocate large buffers) and `MALLOC_ARENA_MAX=1` "
+        "(so a failed allocation does not reserve a new 64 MiB arena). Unset: no cap.",
     )
     memory_budget_mb: StrictFloat | None = Field(
         default=None,

@@ -31,7 +31,10 @@ from typing import Any
 #: whose pages fault in (embed served 15-25 % fewer requests/s, img2video rendered ~20 %
 #: fewer frames/s with it), so models without a limit keep glibc's default and their
 #: learned needs may read low (memory kept from an earlier batch is not counted again).
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+#: ``MALLOC_ARENA_MAX=1``: when an allocation fails, glibc retries in a new arena, and a new
+#: arena reserves 64 MiB of address space, which RLIMIT_AS counts: after one real
+#: out-of-memory the worker would have 64 MiB less room for the retry at a smaller rung.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}
 
 __all__ = ["MALLOC_ENV", "PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
            "release_memory", "rss_bytes", "worker_environment"]

@@ -57,7 +57,11 @@ def test_allow_degrade_false_gets_503_naming_params_that_fit(serve: ServerFactor
 
 
 def test_a_real_oom_is_degraded_and_learned(serve: ServerFactory) -> None:
-    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "memory_limit_mb": 120}})
+    # 200 MiB cannot fit under the 140 MB cap; 100 MiB must still fit after that failure.
+    # Regression: glibc retried the failed allocation in a new arena whose 64 MiB (reserved
+    # as 128) counted against the cap, and the retry at 100 MiB failed (every time at 140,
+    # 1 run in ~10 at 120). Workers with a cap now get MALLOC_ARENA_MAX=1.
+    srv = serve({"hungry": {"app": HUNGRY, **FAST, "timeout_s": 20, "memory_limit_mb": 140}})
     (pid,) = srv.worker_pids("hungry")
     first = srv.predict("hungry", {"tag": "a"}, {"mb": 200, "estimate": False})
     assert first.status_code == 200, first.text
