@@ -573,3 +573,15 @@ def test_create_many_stores_a_group_in_one_transaction_and_settles_keys(tmp_path
     assert (a.id, a_new, b.id, b_new, c.id, c_new) == ("a", True, "a", False, "c", True)
     assert sorted(j.id for j in store.list_jobs()) == ["a", "c"]
     assert [e.seq for e in store.events("c")] == [1]
+
+
+def test_progress_is_written_without_fsync_and_full_sync_comes_back(tmp_path: Path) -> None:
+    store = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    store.create(NewJob("p", "m", {}, {}, True, 3, "r", "h"))
+    store.start("p")
+    store.progress("p", 0.5, "half")
+    (level,) = store._conn.execute("PRAGMA synchronous").fetchone()
+    assert level == 2  # FULL again for the state changes that follow
+    assert store.get("p").progress == 0.5  # type: ignore[union-attr]
+    reopened = SqliteJobStore(tmp_path / "jobs.sqlite3")
+    assert [e.type for e in reopened.events("p")] == ["state", "state", "progress"]
