@@ -28,9 +28,9 @@ from typing import Any
 #: when freed, so RLIMIT_AS counts what is really in use and the peak meter sees each
 #: batch's real growth (glibc's default threshold adapts up to 32 MiB and keeps freed
 #: blocks, which hides both). It costs speed: every large allocation is a fresh mapping
-#: whose pages fault in (embed served 15-25 % fewer requests/s, img2video rendered ~20 %
-#: fewer frames/s with it), so models without a limit keep glibc's default and their
-#: learned needs may read low (memory kept from an earlier batch is not counted again).
+#: whose pages fault in (``bench/jobs.py`` read img2video at 0.81x in-process with it, 0.89x
+#: without), so models without a limit keep glibc's default and their learned needs may
+#: read low (memory kept from an earlier batch is not counted again).
 #: ``MALLOC_ARENA_MAX=1``: when an allocation fails, glibc retries in a new arena, and a new
 #: arena reserves 64 MiB of address space, which RLIMIT_AS counts: after one real
 #: out-of-memory the worker would have 64 MiB less room for the retry at a smaller rung.
