@@ -251,7 +251,8 @@ class Worker:
         start = time.perf_counter()
         if batch.measure:
             self.meter.start()
-        progress = ProgressReporter(self.channel, batch.batch_id, self._deferred)
+        reports = self.reports_progress and len(batch.items) == 1
+        progress = ProgressReporter(self.channel, batch.batch_id, self._deferred) if reports else no_progress
         results = self.run_items(batch.items, progress)
         infer_ms = (time.perf_counter() - start) * 1000
         peak = self.meter.peak() if batch.measure else None

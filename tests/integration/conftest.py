@@ -217,11 +217,17 @@ class Servers:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServerFactory]:
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Servers of one test, sharing its data dir (a restart finds the same jobs); all stopped at the end."""
+    started = Servers(tmp_path)
+    yield started
+    started.stop_all()
+
+
+@pytest.fixture
+def serve(servers: Servers) -> ServerFactory:
     """Start ``watchkeeper serve`` with the given models; stops every server at the end."""
-    servers = Servers(tmp_path)
-    yield servers.start
-    servers.stop_all()
+    return servers.start
 
 
 @pytest.fixture(scope="module")

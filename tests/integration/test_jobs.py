@@ -111,38 +111,30 @@ def test_job_survives_sigkill_of_its_worker(serve: ServerFactory) -> None:
     assert srv.get(done["urls"]["result"]).content == pattern(8 * 1024)
 
 
-def test_job_survives_sigkill_of_the_whole_server(tmp_path: Path) -> None:
-    servers = Servers(tmp_path)
-    try:
-        first = servers.start({"chaos": JOB_MODEL})
-        job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30, "blob_kb": 8})
-        queued = first.submit_job("chaos", {"action": "work", "seconds": 0.2, "steps": 2})
-        first.wait_job(job["id"], "running")
-        first.kill()
-        second = servers.start({"chaos": JOB_MODEL})
-        done = second.wait_job(job["id"], timeout_s=30)
-        assert done["state"] == "succeeded" and done["attempts"] == 2
-        assert second.get(done["urls"]["result"]).content == pattern(8 * 1024)
-        assert second.wait_job(queued["id"])["state"] == "succeeded"
-        assert "job.recovered" in second.logs()
-        results = tmp_path / "data" / "results" / job["id"]
-        assert sorted(p.name for p in results.iterdir()) == ["data.bin"]  # one result, no temp file
-    finally:
-        servers.stop_all()
+def test_job_survives_sigkill_of_the_whole_server(servers: Servers, tmp_path: Path) -> None:
+    first = servers.start({"chaos": JOB_MODEL})
+    job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30, "blob_kb": 8})
+    queued = first.submit_job("chaos", {"action": "work", "seconds": 0.2, "steps": 2})
+    first.wait_job(job["id"], "running")
+    first.kill()
+    second = servers.start({"chaos": JOB_MODEL})
+    done = second.wait_job(job["id"], timeout_s=30)
+    assert done["state"] == "succeeded" and done["attempts"] == 2
+    assert second.get(done["urls"]["result"]).content == pattern(8 * 1024)
+    assert second.wait_job(queued["id"])["state"] == "succeeded"
+    assert "job.recovered" in second.logs()
+    results = tmp_path / "data" / "results" / job["id"]
+    assert sorted(p.name for p in results.iterdir()) == ["data.bin"]  # one result, no temp file
 
 
-def test_graceful_stop_puts_a_running_job_back_with_its_attempt_refunded(tmp_path: Path) -> None:
-    servers = Servers(tmp_path)
-    try:
-        first = servers.start({"chaos": JOB_MODEL}, server={"grace_period_s": 0.5})
-        job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30})
-        first.wait_job(job["id"], "running")
-        first.stop()
-        second = servers.start({"chaos": JOB_MODEL})
-        done = second.wait_job(job["id"], timeout_s=30)
-        assert done["state"] == "succeeded" and done["attempts"] == 1
-    finally:
-        servers.stop_all()
+def test_graceful_stop_puts_a_running_job_back_with_its_attempt_refunded(servers: Servers) -> None:
+    first = servers.start({"chaos": JOB_MODEL}, server={"grace_period_s": 0.5})
+    job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30})
+    first.wait_job(job["id"], "running")
+    first.stop()
+    second = servers.start({"chaos": JOB_MODEL})
+    done = second.wait_job(job["id"], timeout_s=30)
+    assert done["state"] == "succeeded" and done["attempts"] == 1
 
 
 def test_a_job_that_kills_its_worker_every_time_fails_after_max_attempts(serve: ServerFactory) -> None:

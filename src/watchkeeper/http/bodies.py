@@ -17,7 +17,8 @@ from starlette.requests import Request
 
 from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
 
-__all__ = ["MAX_JSON_DEPTH", "PredictBody", "check_depth", "parse_predict", "parse_timeout", "read_body"]
+__all__ = ["MAX_JSON_DEPTH", "PredictBody", "body_limit", "check_depth", "parse_predict", "parse_timeout",
+           "read_body"]
 
 _TOP_LEVEL_KEYS = ("inputs", "params", "allow_degrade")
 #: Deepest nesting of arrays and objects accepted in a body (deeper: 400). Keeps every
@@ -32,6 +33,11 @@ class PredictBody:
     inputs: dict[str, Any]
     params: dict[str, Any]
     allow_degrade: bool = True
+
+
+def body_limit(max_body_mb: float) -> int:
+    """``server.max_body_mb`` in bytes: the largest body ``read_body`` accepts."""
+    return int(max_body_mb * 1024 * 1024)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
-from watchkeeper.http.bodies import parse_predict, read_body
+from watchkeeper.http.bodies import body_limit, parse_predict, read_body
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
 from watchkeeper.jobs.model import TERMINAL_STATES, Job, JobEvent, JobState
@@ -89,7 +89,7 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
     async def submit_job(name: str, request: Request) -> Response:
         runtime.service(name)  # 404 before reading the body
         key = _idempotency_key(request.headers.get("idempotency-key"))
-        limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
+        limit = body_limit(runtime.config.server.max_body_mb)
         body = await parse_predict(request, await read_body(request, limit))
         job, created = await jobs.submit(name, body.inputs, body.params, body.allow_degrade,
                                          request_id_of(request), key)
@@ -140,7 +140,7 @@ async def _stream(runtime: Runtime, job_id: str, after: int) -> AsyncIterator[by
                 if event.type == "state" and event.data.get("state") in _TERMINAL:
                     return
             if not events:
-                job = await jobs.db.call(jobs.store.get, job_id)
+                job = await jobs.find(job_id)
                 if job is None or job.terminal:
                     return  # expired, or the client resumed after the final event
                 try:

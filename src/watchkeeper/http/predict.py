@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from watchkeeper import errors, metrics
-from watchkeeper.http.bodies import parse_predict, parse_timeout, read_body
+from watchkeeper.http.bodies import body_limit, parse_predict, parse_timeout, read_body
 from watchkeeper.http.errors import error_response, status_of
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
@@ -73,7 +73,7 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     try:
         service = runtime.service(name)
         timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
-        limit = int(runtime.config.server.max_body_mb * 1024 * 1024)
+        limit = body_limit(runtime.config.server.max_body_mb)
         body = await parse_predict(request, await read_body(request, limit))
         params = body.params
         log_event(log, "request.start", logging.DEBUG, request_id=request_id, model=name,

@@ -64,7 +64,3 @@ class Changes:
         for waiters in self._waiters.values():
             for event in waiters:
                 event.set()
-
-    @property
-    def watched(self) -> int:
-        return sum(len(w) for w in self._waiters.values())

@@ -236,8 +236,11 @@ class JobRunner:
                 retry_after_s=60, details={"free_mb": round(free, 1), "min_free_disk_mb": wanted},
             )
 
+    async def find(self, job_id: str) -> Job | None:
+        return await self.db.call(self.store.get, job_id)
+
     async def get(self, job_id: str) -> Job:
-        job = await self.db.call(self.store.get, job_id)
+        job = await self.find(job_id)
         if job is None:
             raise self._not_found(job_id)
         return job
