@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -104,6 +105,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+def rate(value: float) -> str:
+    """A per-second figure for a table: no decimals from 100 up, one below."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
 def summary(values: Sequence[float]) -> str:
     return f"median {statistics.median(values):.3f}  max {max(values):.3f}"
 
@@ -115,3 +121,50 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+class KeepAlivePost:
+    """One keep-alive HTTP/1.1 connection that POSTs the same JSON body and times each answer.
+
+    For latency at concurrency 1 in short bursts (wrk's shortest run is a second). Lean on
+    purpose: the request bytes are built once and the answer is read by Content-Length, so
+    the client adds little to what it measures (and what it adds counts against the server).
+    """
+
+    def __init__(self, url: str, body: bytes) -> None:
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.request = head.encode() + body
+
+    def post_ms(self) -> float:
+        """Send the request; milliseconds until the whole answer is in. Raises on a non-200."""
+        return self.post()[0]
+
+    def post(self) -> tuple[float, bytes]:
+        """Send the request: (milliseconds until the whole answer is in, its body). Raises on a non-200."""
+        start = time.perf_counter()
+        self.sock.sendall(self.request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(rest) < length:
+            rest += self._recv()
+        elapsed = (time.perf_counter() - start) * 1000
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"answer {head.splitlines()[0]!r}: {rest[:200]!r}")
+        return elapsed, rest
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(1 << 20)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.sock.close()

@@ -2,12 +2,15 @@
 
 One inference worker, one API server process, no batching (as watchkeeper's ``chaos`` model
 gets its requests one at a time when they come one at a time). ``POST /predict`` with any
-JSON object answers ``{"ok": true}``.
+JSON object answers ``{"ok": true}``; with ``{"inputs": {"action": "sleep", "seconds": S}}``
+(the ``chaos`` model's own body) it sleeps S seconds first, a stand-in for a model's time
+(bench/idle_gap.py).
 
 Run: python bench/baselines/litserve_noop.py --port 8001
 """
 
 import argparse
+import time
 from typing import Any
 
 import litserve as ls
@@ -22,6 +25,8 @@ class NoopAPI(ls.LitAPI):
         return request.get("inputs")
 
     def predict(self, x: Any, **kwargs: Any) -> Any:
+        if isinstance(x, dict) and x.get("action") == "sleep":
+            time.sleep(float(x.get("seconds", 0)))
         return x
 
     def encode_response(self, output: Any, **kwargs: Any):  # no return annotation: LitServe's response model

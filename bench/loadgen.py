@@ -1,0 +1,163 @@
+"""Load one server with wrk and account for the machine's CPU while it runs.
+
+Shared by bench/serving.py, bench/paired.py and bench/idle_gap.py: a wrk run and its parsed
+report (:class:`Run`), the CPU that a server's process tree, we and everything else used
+(:class:`CpuClock`), waiting for a quiet machine, and pausing a process tree (SIGSTOP) while
+another server is measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from resource import RUSAGE_CHILDREN, RUSAGE_SELF
+from typing import Any
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+CORES = len(os.sched_getaffinity(0))
+WRK_TIMEOUT_S = 30  # a request slower than this is a wrk timeout (an error)
+#: A run during which other processes used more than this share of the CPU is done again...
+NOISE = 0.10
+RUN_ATTEMPTS = 3  # ...at most this many times in all (the quietest one is kept)
+QUIET_WAIT_S = 15.0  # before a run, wait at most this long for the others to go under NOISE
+
+
+@dataclass(frozen=True)
+class Run:
+    """One wrk run against one server at one concurrency."""
+
+    concurrency: int
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+    cpu_s: float  # the server's processes, all of them
+    main_cpu_s: float  # its first process (watchkeeper: the front)
+    elsewhere: float  # share of the machine's CPU used by other processes (not wrk, not us)
+
+    @property
+    def ok_per_s(self) -> float:
+        return (self.requests - self.non_2xx) / self.seconds if self.seconds else 0.0
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+def wrk_script(body: dict[str, Any], directory: Path) -> Path:
+    """A wrk Lua script that POSTs ``body`` as JSON."""
+    text = json.dumps(body)
+    assert "]==]" not in text
+    path = directory / "post.lua"
+    path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                    f"wrk.body = [==[{text}]==]\n")
+    return path
+
+def wrk(url: str, script: Path, concurrency: int, seconds: int) -> str:
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout",
+           f"{WRK_TIMEOUT_S}s", "-s", str(script), url]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + WRK_TIMEOUT_S + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout}")
+    return done.stdout
+
+_MS_PER_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(match[1]) * _MS_PER_UNIT[match[2]] if match else math.nan
+
+def parse_wrk(out: str, concurrency: int, cpu: tuple[float, float, float]) -> Run:
+    """A Run from wrk's report (with --latency)."""
+    done = re.search(r"(\d+) requests in ([\d.]+\w+),", out)
+    if done is None:
+        raise RuntimeError(f"cannot read wrk's report:\n{out}")
+    p50, p99 = (re.search(rf"^\s+{q}%\s+(\S+)", out, re.M) for q in (50, 99))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return Run(concurrency, int(done[1]), _ms(done[2]) / 1e3, int(non_2xx[1]) if non_2xx else 0,
+               sum(map(int, sockets.groups())) if sockets else 0,
+               _ms(p50[1]) if p50 else math.nan, _ms(p99[1]) if p99 else math.nan, *cpu)
+
+def tree(pid: int) -> list[psutil.Process]:
+    """The process and its descendants alive now (the process first)."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+@dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds used so far: the machine, the server's process tree, its first process, us + wrk."""
+
+    wall: float
+    machine: float
+    server: float
+    main: float
+    ours: float
+
+    @classmethod
+    def now(cls, pid: int, *more: int) -> CpuClock:
+        """``pid``'s tree is the server; the trees of ``more`` count with it (not as others)."""
+        server = main = 0.0
+        for index, proc in enumerate([*tree(pid), *(p for other in more for p in tree(other))]):
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            server += times.user + times.system
+            main += (times.user + times.system) if index == 0 else 0.0
+        ours = sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (RUSAGE_SELF, RUSAGE_CHILDREN)))
+        m = psutil.cpu_times()
+        return cls(time.perf_counter(), m.user + m.nice + m.system + m.irq + m.softirq, server, main, ours)
+
+    def since(self, start: CpuClock) -> tuple[float, float, float]:
+        """(server CPU s, its first process's CPU s, share of the machine used by other processes)."""
+        server, main = self.server - start.server, self.main - start.main
+        others = self.machine - start.machine - server - (self.ours - start.ours)
+        return server, main, max(0.0, others / ((self.wall - start.wall) * CORES))
+
+def wait_quiet(*pids: int) -> None:
+    """Wait (at most QUIET_WAIT_S) until other processes use less than NOISE of the CPU for 1 s."""
+    deadline = time.perf_counter() + QUIET_WAIT_S
+    while time.perf_counter() < deadline:
+        start = CpuClock.now(*pids)
+        time.sleep(1.0)
+        if CpuClock.now(*pids).since(start)[2] < NOISE:
+            return
+
+def pause(pid: int) -> None:
+    """SIGSTOP a process tree: an idle LitServe polls its queues (~20 % of a core here)."""
+    for proc in tree(pid):
+        proc.send_signal(signal.SIGSTOP)
+
+def resume(pid: int) -> None:
+    for proc in tree(pid):
+        proc.send_signal(signal.SIGCONT)
+
+def resumed(pid: int, step: Callable[[], float]) -> float:
+    """``step`` with the process tree running; paused again after."""
+    resume(pid)
+    try:
+        return step()
+    finally:
+        pause(pid)
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
