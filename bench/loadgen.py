@@ -143,7 +143,7 @@ def wait_quiet(*pids: int) -> None:
             return
 
 def pause(pid: int) -> None:
-    """SIGSTOP a process tree: an idle LitServe polls its queues (~20 % of a core here)."""
+    """SIGSTOP a process tree (an idle LitServe polls its queues and takes CPU)."""
     for proc in tree(pid):
         proc.send_signal(signal.SIGSTOP)
 

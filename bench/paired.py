@@ -39,8 +39,8 @@ class Paired:
     """The c=1 latency target: watchkeeper and the direct call in short alternating bursts.
 
     Measured apart, the two p50s can be minutes apart on a shared machine, and the direct
-    call's own p50 moves by more than the 2 ms being checked (9 to 13 ms from one second to
-    the next, with no steal time reported). Here a burst of PAIR_BURST_S of requests, one at
+    call's own p50 moves by more than the 2 ms being checked (see the per-block p50s this
+    prints; /proc/stat shows no steal time meanwhile). Here a burst of PAIR_BURST_S of requests, one at
     a time (common.KeepAlivePost, whose own time counts against the server), alternates with
     a burst of direct calls of the same length, PAIR_BURSTS times, the order flipping every
     burst; the first PAIR_SKIP of each burst warm up and are not counted. The figure is the
@@ -114,7 +114,7 @@ class PairedThroughput:
     The machine's speed drifts (the in-process limit read 378 and 270 items/s ten minutes
     apart), so ratios between figures measured minutes apart say as much about the drift as
     about the servers. Here LitServe is started next to watchkeeper and kept stopped
-    (SIGSTOP) but for its own rounds (idle, it polls its queues: ~20 % of a core). Every
+    (SIGSTOP) but for its own rounds (idle, it polls its queues and takes CPU). Every
     round runs wrk -c32 for PAIR_ROUND_S against each server and the limit for as long, in
     an order that flips every round; each ratio is the median of the rounds' ratios.
     """
