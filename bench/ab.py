@@ -25,26 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BenchServer, KeepAlivePost, machine
-from servers import BODIES, READY_TIMEOUT_S, WK_CHAOS, WK_EMBED
+from loadgen import alternate
+from servers import BODIES, READY_TIMEOUT_S, WK_CHAOS, WK_EMBED, chaos_body
 
 WARMUP = 30
 
 
 def request_body(model: str, sleep_ms: float) -> bytes:
-    if model == "embed":
-        return json.dumps(BODIES["embed"]).encode()
-    inputs = {"action": "sleep", "seconds": sleep_ms / 1000} if sleep_ms else {"action": "ok"}
-    return json.dumps({"inputs": inputs}).encode()
-
-
-def alternate(clients: list[KeepAlivePost], requests: int) -> list[list[tuple[float, float]]]:
-    """(answer ms, the worker's inference ms) per request, per client; pairs flip order."""
-    samples: list[list[tuple[float, float]]] = [[] for _ in clients]
-    for i in range(requests):
-        for k in (0, 1) if i % 2 == 0 else (1, 0):
-            took, body = clients[k].post()
-            samples[k].append((took, float(json.loads(body)["timings"]["inference_ms"])))
-    return samples
+    return json.dumps(BODIES["embed"] if model == "embed" else chaos_body(sleep_ms)).encode()
 
 
 def main() -> int:
@@ -64,9 +52,9 @@ def main() -> int:
         body = request_body(args.model, args.sleep_ms)
         clients = [KeepAlivePost(f"{s.url}/v1/models/{args.model}/predict", body) for s in servers]
         for client in clients:
-            for _ in range(WARMUP):
-                client.post()
-        a, b = alternate(clients, args.requests)
+            client.warm_up(WARMUP)
+        samples = alternate({"A": clients[0].timed, "B": clients[1].timed}, args.requests)
+        a, b = samples["A"], samples["B"]
     finally:
         for server in servers:
             server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -159,6 +160,15 @@ class KeepAlivePost:
         if not head.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(f"answer {head.splitlines()[0]!r}: {rest[:200]!r}")
         return elapsed, rest
+
+    def warm_up(self, count: int) -> None:
+        for _ in range(count):
+            self.post()
+
+    def timed(self) -> tuple[float, float]:
+        """(answer ms, the worker's ``timings.inference_ms`` from the answer): watchkeeper only."""
+        took, body = self.post()
+        return took, float(json.loads(body)["timings"]["inference_ms"])
 
     def _recv(self) -> bytes:
         chunk = self.sock.recv(1 << 20)

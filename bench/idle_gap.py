@@ -21,12 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KeepAlivePost, machine, percentile, table
-from loadgen import progress
-from servers import Server, noop_specs, shutdown
+from loadgen import alternate, progress
+from servers import Server, chaos_body, noop_specs, shutdown
 from serving import missing_tools
 
 SLEEPS_MS = (0, 2, 13, 50)
@@ -35,25 +36,21 @@ BLOCK = 20  # requests to one server in a row (back to back), then as many to th
 SKIP = 3  # ...after this many that are not counted (the first after the other server's turn)
 
 
-def body(sleep_ms: int) -> bytes:
-    inputs = {"action": "sleep", "seconds": sleep_ms / 1000} if sleep_ms else {"action": "ok"}
-    return json.dumps({"inputs": inputs}).encode()
+def block(client: KeepAlivePost) -> list[float]:
+    """BLOCK requests in a row (after SKIP not counted): answer times, ms."""
+    return [client.post_ms() for _ in range(BLOCK + SKIP)][SKIP:]
 
 
 def overheads(urls: dict[str, str], sleep_ms: int, requests: int) -> dict[str, float]:
     """p50 answer time - sleep for each server, with requests alternating between them."""
-    clients = {name: KeepAlivePost(url, body(sleep_ms)) for name, url in urls.items()}
+    body = json.dumps(chaos_body(sleep_ms)).encode()
+    clients = {name: KeepAlivePost(url, body) for name, url in urls.items()}
     try:
         for client in clients.values():
-            for _ in range(WARMUP):
-                client.post_ms()
-        samples: dict[str, list[float]] = {name: [] for name in clients}
-        order = list(clients)
-        for block in range(max(1, requests // BLOCK)):
-            for name in order if block % 2 == 0 else order[::-1]:
-                taken = [clients[name].post_ms() for _ in range(BLOCK + SKIP)]
-                samples[name] += taken[SKIP:]
-        return {name: percentile(values, 50) - sleep_ms for name, values in samples.items()}
+            client.warm_up(WARMUP)
+        steps = {name: partial(block, client) for name, client in clients.items()}
+        blocks = alternate(steps, max(1, requests // BLOCK))
+        return {name: percentile(sum(values, []), 50) - sleep_ms for name, values in blocks.items()}
     finally:
         for client in clients.values():
             client.close()

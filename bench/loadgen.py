@@ -17,11 +17,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from resource import RUSAGE_CHILDREN, RUSAGE_SELF
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -58,6 +58,7 @@ class Run:
     def errors(self) -> int:
         return self.non_2xx + self.socket_errors
 
+
 def wrk_script(body: dict[str, Any], directory: Path) -> Path:
     """A wrk Lua script that POSTs ``body`` as JSON."""
     text = json.dumps(body)
@@ -66,6 +67,7 @@ def wrk_script(body: dict[str, Any], directory: Path) -> Path:
     path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                     f"wrk.body = [==[{text}]==]\n")
     return path
+
 
 def wrk(url: str, script: Path, concurrency: int, seconds: int) -> str:
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout",
@@ -82,6 +84,7 @@ def _ms(text: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
     return float(match[1]) * _MS_PER_UNIT[match[2]] if match else math.nan
 
+
 def parse_wrk(out: str, concurrency: int, cpu: tuple[float, float, float]) -> Run:
     """A Run from wrk's report (with --latency)."""
     done = re.search(r"(\d+) requests in ([\d.]+\w+),", out)
@@ -94,6 +97,7 @@ def parse_wrk(out: str, concurrency: int, cpu: tuple[float, float, float]) -> Ru
                sum(map(int, sockets.groups())) if sockets else 0,
                _ms(p50[1]) if p50 else math.nan, _ms(p99[1]) if p99 else math.nan, *cpu)
 
+
 def tree(pid: int) -> list[psutil.Process]:
     """The process and its descendants alive now (the process first)."""
     try:
@@ -101,6 +105,7 @@ def tree(pid: int) -> list[psutil.Process]:
         return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return []
+
 
 @dataclass(frozen=True)
 class CpuClock:
@@ -133,6 +138,7 @@ class CpuClock:
         others = self.machine - start.machine - server - (self.ours - start.ours)
         return server, main, max(0.0, others / ((self.wall - start.wall) * CORES))
 
+
 def wait_quiet(*pids: int) -> None:
     """Wait (at most QUIET_WAIT_S) until other processes use less than NOISE of the CPU for 1 s."""
     deadline = time.perf_counter() + QUIET_WAIT_S
@@ -142,14 +148,17 @@ def wait_quiet(*pids: int) -> None:
         if CpuClock.now(*pids).since(start)[2] < NOISE:
             return
 
+
 def pause(pid: int) -> None:
     """SIGSTOP a process tree (an idle LitServe polls its queues and takes CPU)."""
     for proc in tree(pid):
         proc.send_signal(signal.SIGSTOP)
 
+
 def resume(pid: int) -> None:
     for proc in tree(pid):
         proc.send_signal(signal.SIGCONT)
+
 
 def resumed(pid: int, step: Callable[[], float]) -> float:
     """``step`` with the process tree running; paused again after."""
@@ -159,5 +168,23 @@ def resumed(pid: int, step: Callable[[], float]) -> float:
     finally:
         pause(pid)
 
+
 def progress(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+T = TypeVar("T")
+
+
+def alternate(steps: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+    """Each step once per round, in an order that flips every round; the values by step.
+
+    How the benchmarks compare things on a machine whose speed drifts: each round measures
+    every contender within moments of the others.
+    """
+    values: dict[str, list[T]] = {name: [] for name in steps}
+    order = list(steps)
+    for round_ in range(rounds):
+        for name in order if round_ % 2 == 0 else order[::-1]:
+            values[name].append(steps[name]())
+    return values

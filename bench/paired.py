@@ -16,11 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KeepAlivePost, percentile, rate, table
 from direct_embed import DirectEmbed
-from loadgen import NOISE, CpuClock, parse_wrk, pause, progress, resume, resumed, wait_quiet, wrk
+from loadgen import NOISE, CpuClock, alternate, parse_wrk, pause, progress, resume, resumed, wait_quiet, wrk
 from servers import BODIES, WK_EMBED, Server, embed_specs, shutdown, warm
 
 PAIR_BURSTS = 60  # the c=1 target: bursts of server, then of direct calls (see Paired)...
@@ -40,17 +41,16 @@ class Paired:
 
     Measured apart, the two p50s can be minutes apart on a shared machine, and the direct
     call's own p50 moves by more than the 2 ms being checked (see the per-block p50s this
-    prints; /proc/stat shows no steal time meanwhile). Here a burst of PAIR_BURST_S of requests, one at
-    a time (common.KeepAlivePost, whose own time counts against the server), alternates with
-    a burst of direct calls of the same length, PAIR_BURSTS times, the order flipping every
-    burst; the first PAIR_SKIP of each burst warm up and are not counted. The figure is the
-    p50 of all server samples minus the p50 of all direct-call samples.
+    prints). Here a burst of PAIR_BURST_S of requests, one at a time (common.KeepAlivePost,
+    whose own time counts against the server), alternates with a burst of direct calls of
+    the same length, PAIR_BURSTS times, the order flipping every burst; the first PAIR_SKIP
+    of each burst warm up and are not counted. The figure is the p50 of all server samples
+    minus the p50 of all direct-call samples.
     """
 
     direct: DirectEmbed
-    server_bursts: list[list[float]] = field(default_factory=list)
+    server_bursts: list[list[tuple[float, float]]] = field(default_factory=list)  # (answer, inference) ms
     direct_bursts: list[list[float]] = field(default_factory=list)
-    inference_ms: list[float] = field(default_factory=list)  # the worker's, from each answer
     elsewhere: float = 0.0
 
     def __call__(self, server: Server, url: str, script: Path) -> None:
@@ -59,39 +59,38 @@ class Paired:
         try:
             wait_quiet(server.pid, self.direct.pid)
             start = CpuClock.now(server.pid, self.direct.pid)
-            for burst in range(PAIR_BURSTS):
-                steps = [lambda: self._server_burst(client), self._direct_burst]
-                for step in steps if burst % 2 == 0 else steps[::-1]:
-                    step()
+            bursts: dict[str, list[Any]] = alternate({
+                "server": lambda: self._server_burst(client),
+                "direct": lambda: self.direct.one_item_ms(PAIR_BURST_S, warmup=PAIR_SKIP),
+            }, PAIR_BURSTS)
+            self.server_bursts, self.direct_bursts = bursts["server"], bursts["direct"]
             self.elsewhere = CpuClock.now(server.pid, self.direct.pid).since(start)[2]
         finally:
             client.close()
         progress(f"paired c=1: server - direct call {self.extra_ms:+.2f} ms, "
                  f"others used {self.elsewhere:.0%} of the CPU")
 
-    def _server_burst(self, client: KeepAlivePost) -> None:
-        samples: list[float] = []
+    @staticmethod
+    def _server_burst(client: KeepAlivePost) -> list[tuple[float, float]]:
+        samples: list[tuple[float, float]] = []
         stop = time.perf_counter() + PAIR_BURST_S
         while time.perf_counter() < stop or len(samples) <= PAIR_SKIP:
-            took, body = client.post()
-            samples.append(took)
-            if len(samples) > PAIR_SKIP:
-                self.inference_ms.append(json.loads(body)["timings"]["inference_ms"])
-        self.server_bursts.append(samples[PAIR_SKIP:])
+            samples.append(client.timed())
+        return samples[PAIR_SKIP:]
 
-    def _direct_burst(self) -> None:
-        self.direct_bursts.append(self.direct.one_item_ms(PAIR_BURST_S, warmup=PAIR_SKIP))
+    def _answers(self, bursts: list[list[tuple[float, float]]]) -> list[float]:
+        return [took for burst in bursts for took, _ in burst]
 
     def blocks(self, count: int) -> list[tuple[float, float]]:
         """(server p50, direct p50) of each of ``count`` consecutive blocks of bursts."""
         size = max(1, len(self.server_bursts) // count)
-        return [(percentile(sum(self.server_bursts[i:i + size], []), 50),
+        return [(percentile(self._answers(self.server_bursts[i:i + size]), 50),
                  percentile(sum(self.direct_bursts[i:i + size], []), 50))
                 for i in range(0, len(self.server_bursts) - size + 1, size)]
 
     @property
     def server_p50(self) -> float:
-        return percentile(sum(self.server_bursts, []), 50)
+        return percentile(self._answers(self.server_bursts), 50)
 
     @property
     def direct_p50(self) -> float:
@@ -104,8 +103,8 @@ class Paired:
     @property
     def outside_worker_ms(self) -> float:
         """p50 of (answer time - the worker's inference time): HTTP, the front and the IPC."""
-        server = sum(self.server_bursts, [])
-        return percentile([s - i for s, i in zip(server, self.inference_ms, strict=True)], 50)
+        return percentile([took - inference for burst in self.server_bursts for took, inference in burst], 50)
+
 
 @dataclass
 class PairedThroughput:
@@ -160,14 +159,6 @@ class PairedThroughput:
     def ratio(self, against: str) -> float:
         return statistics.median(self.ratios(against)) if self.rates else math.nan
 
-def alternate(steps: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Each step once per round, in an order that flips every round; the values by step."""
-    values: dict[str, list[float]] = {name: [] for name in steps}
-    order = list(steps)
-    for round_ in range(rounds):
-        for name in order if round_ % 2 == 0 else order[::-1]:
-            values[name].append(steps[name]())
-    return values
 
 def paired_report(paired: Paired) -> str:
     """The c=1 comparison: p50s of all bursts, and of consecutive blocks (how steady it was)."""
@@ -189,6 +180,7 @@ def paired_report(paired: Paired) -> str:
             f"{paired.extra_ms - outside:+.2f} ms in it (the worker's run of the model, which starts "
             "after an idle gap, against back-to-back direct calls).")
 
+
 def throughput_report(paired: PairedThroughput) -> str:
     """The c=32 rounds: each server's req/s and the limit's items/s, round by round."""
     if not paired.rates:
@@ -204,6 +196,7 @@ def throughput_report(paired: PairedThroughput) -> str:
             + table(["round", *(f"{n} {'items' if n == 'in-process limit' else 'req'}/s" for n in names),
                      *(f"watchkeeper / {o}" for o in others)], rows))
 
+
 def paired_target(paired: Paired) -> list[str]:
     label = "embed c=1: p50 within 2 ms of a direct call"
     if not paired.server_bursts:
@@ -213,6 +206,7 @@ def paired_target(paired: Paired) -> list[str]:
              f"blocks {min(differences):+.2f} to {max(differences):+.2f})")
     verdict = "yes" if paired.extra_ms <= TARGETS["embed_c1_extra_ms"] else "NO"
     return [label, shown, verdict + (" *" if paired.elsewhere > NOISE else "")]
+
 
 def throughput_targets(paired: PairedThroughput) -> list[list[str]]:
     rows = []

@@ -27,7 +27,15 @@ from direct_embed import TEXT
 from loadgen import CORES, tree, wrk
 
 BASELINES = Path(__file__).resolve().parent / "baselines"
-BODIES = {"embed": {"inputs": {"text": TEXT}}, "noop": {"inputs": {"action": "ok"}}}
+
+
+def chaos_body(sleep_ms: float = 0) -> dict[str, Any]:
+    """The chaos model's request: ``ok``, or ``sleep`` for ``sleep_ms`` (a stand-in for a model)."""
+    inputs = {"action": "sleep", "seconds": sleep_ms / 1000} if sleep_ms else {"action": "ok"}
+    return {"inputs": inputs}
+
+
+BODIES = {"embed": {"inputs": {"text": TEXT}}, "noop": chaos_body()}
 READY_TIMEOUT_S = 180.0  # start-up: import torch, load the model, warm up
 STOP_TIMEOUT_S = 15.0  # SIGTERM -> SIGKILL of a baseline's process group
 WARMUP_S = 3  # wrk at the highest concurrency, not counted
@@ -47,6 +55,7 @@ class Server(Protocol):
     def wait_ready(self) -> None: ...
     def stop(self) -> None: ...
 
+
 class Watchkeeper:
     """``watchkeeper serve`` (common.BenchServer) serving one model; ready when /readyz says so."""
 
@@ -60,6 +69,7 @@ class Watchkeeper:
 
     def stop(self) -> None:
         self.srv.stop()
+
 
 class Baseline:
     """A baseline server in its own process group; ``{port}`` in its command is replaced."""
@@ -102,6 +112,7 @@ class Baseline:
         finally:
             self._log.close()
 
+
 @dataclass(frozen=True)
 class Spec:
     """A server under test: how to start it, where to post, and what a right answer looks like."""
@@ -111,19 +122,24 @@ class Spec:
     path: str
     check: Callable[[Any], bool]
 
+
 def python_server(script: str, *args: str) -> list[str]:
     return [sys.executable, str(BASELINES / script), "--port", "{port}", *args]
+
 
 def uvicorn_server(module: str) -> list[str]:
     return [sys.executable, "-m", "uvicorn", f"{module}:app", "--app-dir", str(BASELINES), "--host",
             "127.0.0.1", "--port", "{port}", "--workers", "1", "--log-level", "warning", "--no-access-log"]
 
+
 def _embedding(vector: Any) -> bool:
     return isinstance(vector, list) and len(vector) == 384
+
 
 def wk_embed_spec(name: str, keys: dict[str, Any]) -> Spec:
     return Spec(name, lambda: Watchkeeper("embed", keys), "/v1/models/embed/predict",
                 lambda j: _embedding(j["outputs"]["embedding"]))
+
 
 def embed_specs(wk_keys: dict[str, Any]) -> list[Spec]:
     threads = str(wk_keys.get("threads") or max(1, CORES // wk_keys.get("replicas", 1)))
@@ -135,6 +151,7 @@ def embed_specs(wk_keys: dict[str, Any]) -> list[Spec]:
              "/predict", lambda j: _embedding(j["embedding"])),
     ]
 
+
 def noop_specs() -> list[Spec]:
     return [
         Spec("watchkeeper", lambda: Watchkeeper("chaos", WK_CHAOS), "/v1/models/chaos/predict",
@@ -144,6 +161,7 @@ def noop_specs() -> list[Spec]:
         Spec("FastAPI", lambda: Baseline(uvicorn_server("fastapi_noop"), {}), "/predict",
              lambda j: j["ok"] is True),
     ]
+
 
 def check_loopback(spec: Spec, pid: int) -> None:
     """Refuse to measure a server that listens anywhere but the loopback interface."""
@@ -157,6 +175,7 @@ def check_loopback(spec: Spec, pid: int) -> None:
                 where = f"{conn.laddr.ip}:{conn.laddr.port}"
                 raise RuntimeError(f"{spec.name}: pid {proc.pid} listens on {where}, not on loopback")
 
+
 def warm(server: Server, spec: Spec, body: dict[str, Any], script: Path, concurrency: int) -> None:
     """A few requests whose answers are checked, then wrk at the highest concurrency."""
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -165,6 +184,7 @@ def warm(server: Server, spec: Spec, body: dict[str, Any], script: Path, concurr
             if response.status_code != 200 or not spec.check(response.json()):
                 raise RuntimeError(f"{spec.name}: wrong answer {response.status_code}: {response.text[:300]}")
     wrk(server.url + spec.path, script, concurrency, WARMUP_S)
+
 
 def shutdown(server: Server) -> None:
     """Stop the server, then SIGKILL whatever of its process tree is still there."""
