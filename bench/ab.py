@@ -12,7 +12,12 @@ The default workload is the ``chaos`` model sleeping 13 ms (about embed's time p
 so the CPUs idle between hops as they do under a real model); ``--sleep-ms 0`` is back to
 back, ``--model embed`` the real model.
 
+With ``--concurrency N`` (N > 1) it compares throughput instead: rounds of wrk at N against
+each version in turn (the other SIGSTOPped), and prints B/A as the median of the rounds'
+ratios, over the rounds without steal time (``loadgen.STEAL_CLEAN``) when there are any.
+
 Run: .venv/bin/python bench/ab.py A_SRC B_SRC [--model chaos|embed] [--sleep-ms 13] [--requests 800]
+     .venv/bin/python bench/ab.py A_SRC B_SRC --model embed --concurrency 32 [--rounds 9]
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BenchServer, KeepAlivePost, machine
-from loadgen import alternate
-from servers import BODIES, READY_TIMEOUT_S, WK_CHAOS, WK_EMBED, chaos_body
+from loadgen import STEAL_CLEAN, alternate, parse_wrk, pause, resume, resumed, wrk, wrk_script
+from servers import BODIES, READY_TIMEOUT_S, WARMUP_S, WK_CHAOS, WK_EMBED, chaos_body
 
 WARMUP = 30
+ROUND_S = 4  # --concurrency: seconds of wrk per version per round
 
 
 def request_body(model: str, sleep_ms: float) -> bytes:
-    return json.dumps(BODIES["embed"] if model == "embed" else chaos_body(sleep_ms)).encode()
+    return json.dumps(body_of(model, sleep_ms)).encode()
+
+
+def body_of(model: str, sleep_ms: float) -> dict[str, object]:
+    return BODIES["embed"] if model == "embed" else chaos_body(sleep_ms)
 
 
 def main() -> int:
@@ -42,6 +53,8 @@ def main() -> int:
     parser.add_argument("--model", choices=["chaos", "embed"], default="chaos")
     parser.add_argument("--sleep-ms", type=float, default=13.0, help="chaos only (default 13)")
     parser.add_argument("--requests", type=int, default=800, help="per version (default 800)")
+    parser.add_argument("--concurrency", type=int, default=1, help="over 1: compare req/s with wrk")
+    parser.add_argument("--rounds", type=int, default=9, help="with --concurrency (default 9)")
     args = parser.parse_args()
     keys = WK_EMBED if args.model == "embed" else WK_CHAOS
     trees = [str(Path(src).resolve()) for src in (args.a_src, args.b_src)]
@@ -49,6 +62,8 @@ def main() -> int:
     try:
         for server in servers:
             server.wait_ready(READY_TIMEOUT_S)
+        if args.concurrency > 1:
+            return compare_throughput(args, servers)
         body = request_body(args.model, args.sleep_ms)
         clients = [KeepAlivePost(f"{s.url}/v1/models/{args.model}/predict", body) for s in servers]
         for client in clients:
@@ -67,6 +82,41 @@ def main() -> int:
     print(f"B {args.b_src}: p50 {p50[1]:.3f} ms, outside the model {outside[1]:.3f} ms")
     print(f"B - A: {pairs:+.3f} ms (median of the pairs), "
           f"{outside[1] - outside[0]:+.3f} ms outside the model")
+    return 0
+
+
+def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> int:
+    """Alternating wrk rounds at ``args.concurrency``, the version not measured paused."""
+    urls = [f"{s.url}/v1/models/{args.model}/predict" for s in servers]
+    pids = [s.proc.pid for s in servers]
+    with tempfile.TemporaryDirectory() as directory:
+        script = wrk_script(body_of(args.model, args.sleep_ms), Path(directory))
+
+        def rate(i: int) -> float:
+            run = parse_wrk(wrk(urls[i], script, args.concurrency, ROUND_S), args.concurrency, (0, 0, 0))
+            if run.errors:
+                raise RuntimeError(f"{urls[i]}: {run.errors} errors")
+            return run.ok_per_s
+
+        for url in urls:
+            wrk(url, script, args.concurrency, WARMUP_S)
+        for pid in pids:
+            pause(pid)
+        try:
+            rounds = alternate({"A": lambda: resumed(pids[0], lambda: rate(0)),
+                                "B": lambda: resumed(pids[1], lambda: rate(1))}, args.rounds)
+        finally:
+            for pid in pids:
+                resume(pid)
+    clean = rounds.clean() or list(range(args.rounds))
+    ratios = [b / a for a, b in zip(rounds["A"], rounds["B"], strict=True)]
+    workload = f"chaos sleeping {args.sleep_ms:g} ms" if args.model == "chaos" else "embed"
+    print(f"# A/B at c={args.concurrency}, {workload}, {args.rounds} rounds of {ROUND_S} s; {machine()}")
+    for name, src in (("A", args.a_src), ("B", args.b_src)):
+        shown = ", ".join(f"{v:.0f}" + ("" if r in clean else "*") for r, v in enumerate(rounds[name]))
+        print(f"{name} {src}: req/s by round {shown}")
+    print(f"B / A: {statistics.median(ratios[r] for r in clean):.3f} (median of {len(clean)} rounds; "
+          f"* = left out: steal over {STEAL_CLEAN:.0%}); all rounds {statistics.median(ratios):.3f}")
     return 0
 
 

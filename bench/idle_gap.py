@@ -50,7 +50,7 @@ def overheads(urls: dict[str, str], sleep_ms: int, requests: int) -> dict[str, f
             client.warm_up(WARMUP)
         steps = {name: partial(block, client) for name, client in clients.items()}
         blocks = alternate(steps, max(1, requests // BLOCK))
-        return {name: percentile(sum(values, []), 50) - sleep_ms for name, values in blocks.items()}
+        return {name: percentile(sum(values, []), 50) - sleep_ms for name, values in blocks.values.items()}
     finally:
         for client in clients.values():
             client.close()

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from resource import RUSAGE_CHILDREN, RUSAGE_SELF
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psutil
 
@@ -175,16 +175,52 @@ def progress(message: str) -> None:
 
 T = TypeVar("T")
 
+#: A round in which the hypervisor ran something else on our vCPUs for more than this share
+#: of their time ("steal" in /proc/stat) is left out of the clean figures.
+STEAL_CLEAN = 0.05
 
-def alternate(steps: Mapping[str, Callable[[], T]], rounds: int) -> dict[str, list[T]]:
+
+def steal_jiffies() -> tuple[int, int]:
+    """(steal, all) jiffies of the machine's CPUs so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    return fields[7], sum(fields)
+
+
+@dataclass
+class Rounds(Generic[T]):
+    """What :func:`alternate` measured: each step's values and the steal share of each."""
+
+    values: dict[str, list[T]]
+    steal: dict[str, list[float]]
+
+    def __getitem__(self, name: str) -> list[T]:
+        return self.values[name]
+
+    def clean(self) -> list[int]:
+        """The rounds in which no step lost more than STEAL_CLEAN of the CPU to steal."""
+        count = len(next(iter(self.steal.values()), []))
+        return [r for r in range(count) if all(s[r] <= STEAL_CLEAN for s in self.steal.values())]
+
+    def worst_steal(self) -> float:
+        return max((max(s) for s in self.steal.values() if s), default=0.0)
+
+
+def alternate(steps: Mapping[str, Callable[[], T]], rounds: int) -> Rounds[T]:
     """Each step once per round, in an order that flips every round; the values by step.
 
     How the benchmarks compare things on a machine whose speed drifts: each round measures
-    every contender within moments of the others.
+    every contender within moments of the others. This machine is a VM whose host at times
+    takes a large share of its CPUs for seconds at a time (steal), so the steal share during
+    each step is kept with its value.
     """
     values: dict[str, list[T]] = {name: [] for name in steps}
+    steal: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps)
     for round_ in range(rounds):
         for name in order if round_ % 2 == 0 else order[::-1]:
+            stolen, total = steal_jiffies()
             values[name].append(steps[name]())
-    return values
+            stolen_after, total_after = steal_jiffies()
+            steal[name].append((stolen_after - stolen) / max(1, total_after - total))
+    return Rounds(values, steal)

@@ -4,6 +4,12 @@ The machine's speed drifts by more than the targets' margins from one minute to 
 so figures measured minutes apart (the rows of the serving tables) are not compared here:
 :class:`PairedThroughput` alternates c=32 rounds of watchkeeper, LitServe and the in-process
 limit, :class:`Paired` alternates c=1 bursts of watchkeeper and the direct call.
+
+The machine is also a VM whose host at times runs something else on its CPUs for seconds
+(steal time in /proc/stat): a round with steal is slower by an amount that depends on when in
+the round it struck, so the targets are judged on the clean rounds (steal at most
+``loadgen.STEAL_CLEAN`` in every step of the round) when there are at least
+``MIN_CLEAN_SHARE`` of them; the figure over all rounds is printed next to it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,20 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import KeepAlivePost, percentile, rate, table
 from direct_embed import DirectEmbed
-from loadgen import NOISE, CpuClock, alternate, parse_wrk, pause, progress, resume, resumed, wait_quiet, wrk
+from loadgen import (
+    NOISE,
+    STEAL_CLEAN,
+    CpuClock,
+    Rounds,
+    alternate,
+    parse_wrk,
+    pause,
+    progress,
+    resume,
+    resumed,
+    wait_quiet,
+    wrk,
+)
 from servers import BODIES, WK_EMBED, Server, embed_specs, shutdown, warm
 
 PAIR_BURSTS = 60  # the c=1 target: bursts of server, then of direct calls (see Paired)...
@@ -31,6 +50,7 @@ PAIR_BLOCKS = 6  # the report shows the figure for this many blocks of bursts
 PAIR_CONCURRENCY = 32  # the throughput targets: alternating rounds at this concurrency...
 PAIR_ROUNDS = 7  # ...this many...
 PAIR_ROUND_S = 4  # ...of this many seconds against each
+MIN_CLEAN_SHARE = 1 / 3  # judge on the clean rounds when at least this share of them are clean
 TARGETS = {"embed_vs_litserve": 1.5, "embed_vs_limit": 0.85, "embed_c1_extra_ms": 2.0,
            "noop_vs_litserve": 2.0, "noop_c1_p50_ms": 0.6}
 
@@ -45,12 +65,14 @@ class Paired:
     whose own time counts against the server), alternates with a burst of direct calls of
     the same length, PAIR_BURSTS times, the order flipping every burst; the first PAIR_SKIP
     of each burst warm up and are not counted. The figure is the p50 of all server samples
-    minus the p50 of all direct-call samples.
+    minus the p50 of all direct-call samples, over the clean pairs of bursts (no steal in
+    either) when there are enough of them, else over all.
     """
 
     direct: DirectEmbed
     server_bursts: list[list[tuple[float, float]]] = field(default_factory=list)  # (answer, inference) ms
     direct_bursts: list[list[float]] = field(default_factory=list)
+    clean: list[int] = field(default_factory=list)  # the pairs of bursts without steal
     elsewhere: float = 0.0
 
     def __call__(self, server: Server, url: str, script: Path) -> None:
@@ -59,16 +81,17 @@ class Paired:
         try:
             wait_quiet(server.pid, self.direct.pid)
             start = CpuClock.now(server.pid, self.direct.pid)
-            bursts: dict[str, list[Any]] = alternate({
+            bursts: Rounds[Any] = alternate({
                 "server": lambda: self._server_burst(client),
                 "direct": lambda: self.direct.one_item_ms(PAIR_BURST_S, warmup=PAIR_SKIP),
             }, PAIR_BURSTS)
             self.server_bursts, self.direct_bursts = bursts["server"], bursts["direct"]
+            self.clean = bursts.clean()
             self.elsewhere = CpuClock.now(server.pid, self.direct.pid).since(start)[2]
         finally:
             client.close()
-        progress(f"paired c=1: server - direct call {self.extra_ms:+.2f} ms, "
-                 f"others used {self.elsewhere:.0%} of the CPU")
+        progress(f"paired c=1: server - direct call {self.extra_ms:+.2f} ms "
+                 f"({self.judged_on}), others used {self.elsewhere:.0%} of the CPU")
 
     @staticmethod
     def _server_burst(client: KeepAlivePost) -> list[tuple[float, float]]:
@@ -89,21 +112,38 @@ class Paired:
                 for i in range(0, len(self.server_bursts) - size + 1, size)]
 
     @property
-    def server_p50(self) -> float:
-        return percentile(self._answers(self.server_bursts), 50)
+    def judged(self) -> list[int]:
+        """The pairs of bursts the figures use: the clean ones if enough, else all."""
+        if len(self.clean) >= MIN_CLEAN_SHARE * len(self.server_bursts):
+            return self.clean
+        return list(range(len(self.server_bursts)))
 
     @property
-    def direct_p50(self) -> float:
-        return percentile(sum(self.direct_bursts, []), 50)
+    def judged_on(self) -> str:
+        return _judged_on(len(self.judged), len(self.clean), len(self.server_bursts), "bursts")
+
+    def server_p50(self, pairs: list[int] | None = None) -> float:
+        picked = self.judged if pairs is None else pairs
+        return percentile(self._answers([self.server_bursts[i] for i in picked]), 50)
+
+    def direct_p50(self, pairs: list[int] | None = None) -> float:
+        picked = self.judged if pairs is None else pairs
+        return percentile([ms for i in picked for ms in self.direct_bursts[i]], 50)
+
+    def extra(self, pairs: list[int] | None = None) -> float:
+        if not self.server_bursts:
+            return math.nan
+        return self.server_p50(pairs) - self.direct_p50(pairs)
 
     @property
     def extra_ms(self) -> float:
-        return self.server_p50 - self.direct_p50 if self.server_bursts else math.nan
+        return self.extra()
 
     @property
     def outside_worker_ms(self) -> float:
         """p50 of (answer time - the worker's inference time): HTTP, the front and the IPC."""
-        return percentile([took - inference for burst in self.server_bursts for took, inference in burst], 50)
+        outside = [took - inference for i in self.judged for took, inference in self.server_bursts[i]]
+        return percentile(outside, 50)
 
 
 @dataclass
@@ -115,11 +155,14 @@ class PairedThroughput:
     about the servers. Here LitServe is started next to watchkeeper and kept stopped
     (SIGSTOP) but for its own rounds (idle, it polls its queues and takes CPU). Every
     round runs wrk -c32 for PAIR_ROUND_S against each server and the limit for as long, in
-    an order that flips every round; each ratio is the median of the rounds' ratios.
+    an order that flips every round; each ratio is the median of the rounds' ratios (the
+    clean rounds' when enough are clean).
     """
 
     direct: DirectEmbed
     rates: dict[str, list[float]] = field(default_factory=dict)
+    steal: list[float] = field(default_factory=list)  # each round's worst step
+    clean: list[int] = field(default_factory=list)
     elsewhere: float = 0.0
 
     def __call__(self, server: Server, url: str, script: Path) -> None:
@@ -138,13 +181,15 @@ class PairedThroughput:
             }
             wait_quiet(server.pid, lit.pid, self.direct.pid)
             start = CpuClock.now(server.pid, lit.pid, self.direct.pid)
-            self.rates = alternate(steps, PAIR_ROUNDS)
+            rounds = alternate(steps, PAIR_ROUNDS)
+            self.rates, self.clean = rounds.values, rounds.clean()
+            self.steal = [max(s[r] for s in rounds.steal.values()) for r in range(PAIR_ROUNDS)]
             self.elsewhere = CpuClock.now(server.pid, lit.pid, self.direct.pid).since(start)[2]
         finally:
             resume(lit.pid)
             shutdown(lit)
         progress(f"paired c={PAIR_CONCURRENCY}: watchkeeper / LitServe {self.ratio('LitServe'):.2f}x, "
-                 f"/ in-process limit {self.ratio('in-process limit'):.2f}x")
+                 f"/ in-process limit {self.ratio('in-process limit'):.2f}x ({self.judged_on})")
 
     @staticmethod
     def _wrk_rate(url: str, script: Path) -> float:
@@ -156,24 +201,49 @@ class PairedThroughput:
     def ratios(self, against: str) -> list[float]:
         return [w / o for w, o in zip(self.rates["watchkeeper"], self.rates[against], strict=True)]
 
-    def ratio(self, against: str) -> float:
-        return statistics.median(self.ratios(against)) if self.rates else math.nan
+    @property
+    def judged(self) -> list[int]:
+        """The rounds the ratios use: the clean ones if enough, else all."""
+        count = len(self.steal)
+        return self.clean if len(self.clean) >= MIN_CLEAN_SHARE * count else list(range(count))
+
+    @property
+    def judged_on(self) -> str:
+        return _judged_on(len(self.judged), len(self.clean), len(self.steal), "rounds")
+
+    def ratio(self, against: str, rounds: list[int] | None = None) -> float:
+        if not self.rates:
+            return math.nan
+        ratios = self.ratios(against)
+        return statistics.median(ratios[r] for r in (self.judged if rounds is None else rounds))
+
+
+def _judged_on(judged: int, clean: int, count: int, what: str) -> str:
+    if judged == clean:
+        return f"{clean} clean {what} of {count}"
+    return f"all {count} {what}: only {clean} clean"
 
 
 def paired_report(paired: Paired) -> str:
-    """The c=1 comparison: p50s of all bursts, and of consecutive blocks (how steady it was)."""
+    """The c=1 comparison: p50s of consecutive blocks of bursts (how steady it was), of the
+    clean bursts and of all."""
     if not paired.server_bursts:
         return "c=1 against the direct call: not measured"
     blocks = paired.blocks(PAIR_BLOCKS)
     rows = [[f"bursts {i * len(paired.server_bursts) // len(blocks) + 1}-"
              f"{(i + 1) * len(paired.server_bursts) // len(blocks)}", f"{s:.2f}", f"{d:.2f}", f"{s - d:+.2f}"]
             for i, (s, d) in enumerate(blocks)]
-    rows.append(["all", f"{paired.server_p50:.2f}", f"{paired.direct_p50:.2f}", f"{paired.extra_ms:+.2f}"])
+    every = list(range(len(paired.server_bursts)))
+    for label, pairs in ((f"{len(paired.clean)} clean", paired.clean), ("all", every)):
+        if pairs:
+            rows.append([label, f"{paired.server_p50(pairs):.2f}", f"{paired.direct_p50(pairs):.2f}",
+                         f"{paired.extra(pairs):+.2f}"])
     count = sum(map(len, paired.server_bursts)), sum(map(len, paired.direct_bursts))
     outside = paired.outside_worker_ms
     return (f"watchkeeper at c=1 against the direct call, {len(paired.server_bursts)} alternating bursts of "
             f"{PAIR_BURST_S} s each ({count[0]} requests, {count[1]} direct calls; others used "
-            f"{paired.elsewhere:.0%} of the CPU):\n\n"
+            f"{paired.elsewhere:.0%} of the CPU; clean: steal at most {STEAL_CLEAN:.0%} in both bursts "
+            f"of a pair; the target uses {paired.judged_on}):\n\n"
             + table(["", "watchkeeper p50 ms", "direct call p50 ms", "difference ms"], rows)
             + f"\n\nOf the difference: {outside:.2f} ms outside the worker's inference (HTTP, the front, "
             f"the IPC: p50 of answer time - the answer's timings.inference_ms), "
@@ -188,13 +258,20 @@ def throughput_report(paired: PairedThroughput) -> str:
     names = list(paired.rates)
     others = [n for n in names if n != "watchkeeper"]
     rows = [[str(r + 1), *(rate(paired.rates[n][r]) for n in names),
-             *(f"{paired.ratios(o)[r]:.2f}x" for o in others)] for r in range(len(paired.rates[names[0]]))]
-    rows.append(["median", *(rate(statistics.median(paired.rates[n])) for n in names),
-                 *(f"{paired.ratio(o):.2f}x" for o in others)])
+             *(f"{paired.ratios(o)[r]:.2f}x" for o in others),
+             f"{paired.steal[r]:.0%}" + ("" if r in paired.clean else " (left out)")]
+            for r in range(len(paired.steal))]
+    every = list(range(len(paired.steal)))
+    for label, picked in ((f"median of {len(paired.clean)} clean", paired.clean), ("median of all", every)):
+        if picked:
+            rows.append([label, *(rate(statistics.median(paired.rates[n][r] for r in picked)) for n in names),
+                         *(f"{paired.ratio(o, picked):.2f}x" for o in others), ""])
     return (f"c={PAIR_CONCURRENCY} in alternating {PAIR_ROUND_S} s rounds, LitServe stopped outside its "
-            f"own (others used {paired.elsewhere:.0%} of the CPU); the targets use these ratios:\n\n"
+            f"own (others used {paired.elsewhere:.0%} of the CPU; steal: the largest share of the CPUs "
+            f"the host took in any step of the round, clean at most {STEAL_CLEAN:.0%}); the targets "
+            f"use {paired.judged_on}:\n\n"
             + table(["round", *(f"{n} {'items' if n == 'in-process limit' else 'req'}/s" for n in names),
-                     *(f"watchkeeper / {o}" for o in others)], rows))
+                     *(f"watchkeeper / {o}" for o in others), "steal"], rows))
 
 
 def paired_target(paired: Paired) -> list[str]:
@@ -202,7 +279,9 @@ def paired_target(paired: Paired) -> list[str]:
     if not paired.server_bursts:
         return [label, "not measured", "-"]
     differences = [s - d for s, d in paired.blocks(PAIR_BLOCKS)]
-    shown = (f"{paired.extra_ms:+.2f} ms ({paired.server_p50:.2f} vs {paired.direct_p50:.2f}; "
+    every = list(range(len(paired.server_bursts)))
+    shown = (f"{paired.extra_ms:+.2f} ms ({paired.server_p50():.2f} vs {paired.direct_p50():.2f}, "
+             f"{paired.judged_on}; all {paired.extra(every):+.2f}; "
              f"blocks {min(differences):+.2f} to {max(differences):+.2f})")
     verdict = "yes" if paired.extra_ms <= TARGETS["embed_c1_extra_ms"] else "NO"
     return [label, shown, verdict + (" *" if paired.elsewhere > NOISE else "")]
@@ -216,8 +295,10 @@ def throughput_targets(paired: PairedThroughput) -> list[list[str]]:
         if not paired.rates:
             rows.append([label, "not measured", "-"])
             continue
-        values, figure = paired.ratios(against), paired.ratio(against)
-        shown = f"{figure:.2f}x (median of {len(values)} rounds; {min(values):.2f}x to {max(values):.2f}x)"
+        values, figure = [paired.ratios(against)[r] for r in paired.judged], paired.ratio(against)
+        every = list(range(len(paired.steal)))
+        shown = (f"{figure:.2f}x (median of {paired.judged_on}; {min(values):.2f}x to {max(values):.2f}x; "
+                 f"all rounds {paired.ratio(against, every):.2f}x)")
         verdict = "yes" if figure >= TARGETS[key] else "NO"
         rows.append([label, shown, verdict + (" *" if paired.elsewhere > NOISE else "")])
     return rows

@@ -261,11 +261,13 @@ class ModelConfig(_Frozen):
         description="Longest the first request of a batch waits for others to join it.",
     )
     refill_wait_ms: StrictFloat = Field(
-        default=5.0,
+        default=2.0,
         ge=0,
-        description="After a worker answers a batch of N, how long fewer than N queued "
-        "requests wait for the clients just answered to send again, so steady traffic keeps "
-        "forming full batches (only models that batch; never at concurrency 1). 0: off.",
+        description="After a worker answers a batch of N while M more are queued, fewer than "
+        "N + M queued requests (at most a full batch) wait for the clients just answered to "
+        "send again, each arrival waiting at most this long for the next (and the worker idle "
+        "for at most a quarter of a batch's mean time), so steady traffic keeps forming full "
+        "batches (only models that batch; never at concurrency 1). 0: off.",
     )
     quarantine_s: StrictFloat = Field(
         default=300.0,

@@ -53,6 +53,10 @@ __all__ = ["Kind", "Pending", "Outcome", "InFlight", "RunListener", "take_batch"
 
 #: Weight of the newest batch in the running mean of service time (for Retry-After).
 _EWMA_ALPHA = 0.2
+#: A refill (see ``Scheduler._waiting_for_stragglers``) keeps a free worker idle for at most
+#: this share of a batch's mean time: with arrivals just under ``refill_wait_ms`` apart it
+#: could otherwise wait for a whole batch's worth of them, one gap at a time.
+REFILL_MAX_SHARE = 0.25
 
 
 class Kind(enum.Enum):
@@ -200,7 +204,7 @@ class Scheduler:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000
         self.refill_wait_s = refill_wait_ms / 1000
-        self._answered = 0  # requests in the batch a worker finished last
+        self._refill_target = 0  # the batch a worker that came free may wait for (see below)
         self.quarantine = quarantine
         self.queue: deque[Pending] = deque()
         self.inflight: dict[int, InFlight] = {}
@@ -306,16 +310,24 @@ class Scheduler:
 
     def _waiting_for_stragglers(self) -> bool:
         """Hold a part-full batch for ``max_wait_ms`` after its oldest request came in or a
-        worker came free; and, after a worker answered a batch of N, hold fewer than N for
-        up to ``refill_wait_ms`` (the clients it just answered are about to send again:
-        without it, closed-loop clients split into a batch of 1 and one of N - 1)."""
+        worker came free; and refill: after a worker answered a batch of N with M more queued,
+        hold fewer than N + M (at most a full batch) while the clients it just answered send
+        again, each arrival waiting at most ``refill_wait_ms`` for the next, and the worker
+        idle for at most REFILL_MAX_SHARE of a batch's mean time.
+
+        Without the refill, closed-loop clients split into batches that never merge (1 and
+        N - 1; at concurrency 32, two halves that take turns, the front's work for one half
+        competing with the model's threads running the other).
+        """
         if not self.queue or len(self.queue) >= self.max_batch_size:
             return False
         send_at = 0.0
         if self.max_wait_s > 0:
             send_at = max(self.queue[0].enqueued_at, self._free_since) + self.max_wait_s
-        if self.refill_wait_s > 0 and len(self.queue) < min(self._answered, self.max_batch_size):
-            send_at = max(send_at, self._free_since + self.refill_wait_s)
+        if self.refill_wait_s > 0 and len(self.queue) < self._refill_target:
+            latest = max(self._free_since, self.queue[-1].enqueued_at)
+            cap = self._free_since + REFILL_MAX_SHARE * self.service_s
+            send_at = max(send_at, min(latest + self.refill_wait_s, cap))
         now = time.monotonic()
         if send_at <= now:
             return False
@@ -392,7 +404,7 @@ class Scheduler:
             if isinstance(message, ProbeDone):
                 self._resolve_probe(inflight, message)
             else:
-                self._answered = len(inflight.items)
+                self._refill_target = min(len(inflight.items) + len(self.queue), self.max_batch_size)
                 self._resolve_batch(inflight, message)
         self.dispatch()
 

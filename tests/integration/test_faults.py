@@ -188,7 +188,7 @@ def test_after_a_batch_of_n_fewer_than_n_wait_for_the_answered_clients(
     srv = serve({"chaos": {"app": CHAOS, **FAST, "max_batch_size": 8, "refill_wait_ms": refill_ms}})
 
     def send(tag: str) -> dict[str, Any]:
-        return in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 0.3, "tag": tag})
+        return in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 0.6, "tag": tag})
 
     def answers(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for call in calls:
@@ -201,11 +201,50 @@ def test_after_a_batch_of_n_fewer_than_n_wait_for_the_answered_clients(
     first = answers([alone, *three])
     assert len({a["timings"]["inference_ms"] for a in first[1:]}) == 1
     second = []
-    for i in range(3):  # the three clients come back 150 ms apart
-        second.append(send(f"again-{i}"))
-        time.sleep(0.15)
+    for i in range(3):  # the three clients come back 20 ms apart (the worker may wait for
+        second.append(send(f"again-{i}"))  # them a quarter of a batch's time: 150 ms)
+        time.sleep(0.02)
     batches = {a["timings"]["inference_ms"] for a in answers(second)}
     if refill_ms:
         assert len(batches) == 1  # held until all three were back: one batch of 3
     else:
         assert len(batches) >= 2  # the first went alone at once
+
+
+@pytest.mark.parametrize("refill_ms", [0, 1500])
+def test_the_queued_wait_for_the_client_just_answered(serve: ServerFactory, refill_ms: int) -> None:
+    """A batch of 1 answered while 2 wait: the 2 wait for its client, and 3 run together
+    (without the refill the 2 go at once and the client runs alone: batches that take turns)."""
+    srv = serve({"chaos": {"app": CHAOS, **FAST, "max_batch_size": 8, "refill_wait_ms": refill_ms}})
+
+    def send(tag: str) -> dict[str, Any]:
+        return in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 0.6, "tag": tag})
+
+    def inference_ms(call: dict[str, Any]) -> float:
+        call["thread"].join(15)
+        return float(call["result"].json()["timings"]["inference_ms"])
+
+    first = send("first")  # the worker is idle: it runs alone...
+    time.sleep(0.1)
+    queued = [send("queued-0"), send("queued-1")]  # ...while these two wait
+    inference_ms(first)
+    again = send("again")  # the first client sends again at once
+    batches = {inference_ms(call) for call in [*queued, again]}
+    if refill_ms:
+        assert len(batches) == 1  # the two waited for it: one batch of 3
+    else:
+        assert len(batches) == 2  # the two went at once; the client's request ran after them
+
+
+def test_a_refill_keeps_the_worker_idle_for_at_most_a_quarter_of_a_batch(serve: ServerFactory) -> None:
+    """Clients that do not come back: the refill gives up after a quarter of a batch's time
+    (0.1 s here), not after refill_wait_ms of quiet (3 s)."""
+    srv = serve({"chaos": {"app": CHAOS, **FAST, "max_batch_size": 8, "refill_wait_ms": 3000}})
+    calls = [in_background(srv.predict, "chaos", {"action": "sleep", "seconds": 0.4, "tag": f"c{i}"})
+             for i in range(3)]
+    for call in calls:
+        call["thread"].join(15)
+        assert call["result"].status_code == 200
+    alone = srv.predict("chaos", {"action": "ok", "tag": "alone"})  # one of three comes back
+    assert alone.status_code == 200
+    assert alone.json()["timings"]["queue_ms"] < 1000

@@ -93,7 +93,7 @@ def test_model_defaults() -> None:
         "fork_from_template": True,
         "threads": 0,
         "max_wait_ms": 0.0,
-        "refill_wait_ms": 5.0,
+        "refill_wait_ms": 2.0,
         "quarantine_s": 300.0,
         "restart_backoff_max_s": 30.0,
     }
