@@ -75,7 +75,7 @@ class Paired:
     clean: list[int] = field(default_factory=list)  # the pairs of bursts without steal
     elsewhere: float = 0.0
 
-    def __call__(self, server: Server, url: str, script: Path) -> None:
+    def __call__(self, server: Server, url: str) -> None:
         progress(f"paired c=1: {PAIR_BURSTS} bursts of {PAIR_BURST_S} s each, server and direct call")
         client = KeepAlivePost(url, json.dumps(BODIES["embed"]).encode())
         try:

@@ -297,7 +297,7 @@ def run(args: argparse.Namespace) -> None:
 
             def paired_runs(server: Server, url: str, script: Path) -> None:
                 if 1 in cs:
-                    latency(server, url, script)
+                    latency(server, url)
                 if PAIR_CONCURRENCY in cs:
                     throughput(server, url, script)
 
