@@ -296,12 +296,6 @@ class ModelConfig(_Frozen):
             raise ValueError(f"must be auto, cpu, cuda or cuda:N (got {value!r})")
         return value
 
-    def resolved_timeout(self, header_value: float | None) -> float:
-        """The deadline of one request: ``timeout_s``, shortened by a positive header value."""
-        if header_value is not None and header_value > 0:
-            return min(self.timeout_s, header_value)
-        return self.timeout_s
-
 
 class Config(_Frozen):
     """The whole configuration: ``server``, ``jobs``, ``models`` by name, and where it came from."""

@@ -559,22 +559,6 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.mark.parametrize(
-    ("timeout_s", "header", "expected"),
-    [
-        (30.0, None, 30.0),
-        (30.0, 5.0, 5.0),
-        (30.0, 60.0, 30.0),
-        (30.0, 0.0, 30.0),
-        (30.0, -1.0, 30.0),
-        (30.0, float("nan"), 30.0),
-        (2.0, 2.0, 2.0),
-    ],
-)
-def test_resolved_timeout(timeout_s: float, header: float | None, expected: float) -> None:
-    assert ModelConfig(app=CARTOON, timeout_s=timeout_s).resolved_timeout(header) == expected
-
-
 def test_public_names() -> None:
     for name in config_module.__all__:
         assert hasattr(config_module, name), name
