@@ -127,6 +127,22 @@ def test_job_survives_sigkill_of_the_whole_server(servers: Servers, tmp_path: Pa
     assert sorted(p.name for p in results.iterdir()) == ["data.bin"]  # one result, no temp file
 
 
+def test_jobs_of_a_model_no_longer_served_wait_and_are_named_at_start(servers: Servers) -> None:
+    first = servers.start({"chaos": JOB_MODEL, "retired": JOB_MODEL})
+    running = first.submit_job("retired", {"action": "work", "seconds": 3, "steps": 30})
+    queued = first.submit_job("retired", {"action": "work", "seconds": 0.2, "steps": 2})
+    first.wait_job(running["id"], "running")
+    first.kill()
+    second = servers.start({"chaos": JOB_MODEL})  # the config no longer serves "retired"
+    unserved = [line for line in second.logs().splitlines() if '"jobs.unserved"' in line]
+    assert len(unserved) == 1 and orjson.loads(unserved[0])["models"] == {"retired": 2}
+    assert second.job(queued["id"])["state"] == "queued"  # kept, not failed or deleted
+    listed = second.get("/v1/jobs", params={"state": "queued", "model": "retired"}).json()["jobs"]
+    assert {job["id"] for job in listed} == {running["id"], queued["id"]}
+    cancelled = second.client.delete(f"/v1/jobs/{queued['id']}")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+
+
 def test_graceful_stop_puts_a_running_job_back_with_its_attempt_refunded(servers: Servers) -> None:
     first = servers.start({"chaos": JOB_MODEL}, server={"grace_period_s": 0.5})
     job = first.submit_job("chaos", {"action": "work", "seconds": 3, "steps": 30})

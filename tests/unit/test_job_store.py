@@ -368,6 +368,15 @@ def test_queued_is_the_models_queued_jobs_oldest_first(store: SqliteJobStore) ->
     assert store.queued("nothing", 10) == []
 
 
+def test_queued_models_counts_only_queued_jobs(store: SqliteJobStore) -> None:
+    assert store.queued_models() == {}
+    create(store, "a")
+    create(store, "b")
+    create(store, "c", model="blur")
+    running(store, "d")
+    assert store.queued_models() == {"echo": 2, "blur": 1}
+
+
 def test_list_is_newest_first_and_filters(store: SqliteJobStore) -> None:
     create(store, "a", created_at=1.0)
     create(store, "b", created_at=2.0, model="blur")

@@ -118,6 +118,9 @@ class JobStore(Protocol):
                   limit: int = 100) -> list[Job]:
         """Newest first."""
 
+    def queued_models(self) -> dict[str, int]:
+        """How many jobs are queued, by model."""
+
     def queued(self, model: str, limit: int) -> list[Job]:
         """The model's queued jobs, oldest first."""
 

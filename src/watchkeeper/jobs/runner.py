@@ -147,9 +147,19 @@ class JobRunner:
                       attempts=job.attempts)
         if recovered or swept:
             log_event(log, "jobs.recovered", jobs=len(recovered), partial_results_removed=swept)
+        await self._warn_unserved()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._feed(name)) for name in self._models]
         self._tasks.append(loop.create_task(self._sweep()))
+
+    async def _warn_unserved(self) -> None:
+        """Jobs queued for models this configuration does not serve wait (nothing is deleted):
+        say so once at start-up, so they are not stuck unseen."""
+        queued = await self.db.call(self.store.queued_models)
+        unserved = {model: n for model, n in queued.items() if model not in self._models}
+        if unserved:
+            log_event(log, "jobs.unserved", logging.WARNING, models=unserved,
+                      suggestion="Serve these models again to run their jobs, or cancel the jobs.")
 
     def drain(self) -> None:
         """Take no new jobs from the store (running ones finish within the grace period)."""

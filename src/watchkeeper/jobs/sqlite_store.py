@@ -315,6 +315,11 @@ class SqliteJobStore:
         sql = f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?"
         return [_job(r) for r in self._read(sql, (*args, max(0, min(limit, MAX_LIST))))]
 
+    def queued_models(self) -> dict[str, int]:
+        rows = self._read("SELECT model, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY model",
+                          (JobState.QUEUED.value,))
+        return {row["model"]: row["n"] for row in rows}
+
     def queued(self, model: str, limit: int) -> list[Job]:
         """The model's queued jobs, oldest first (ties in submission order)."""
         rows = self._read(
