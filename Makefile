@@ -36,7 +36,7 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python bench/recovery.py
 
-# What bench/serving.py and bench/idle_gap.py need: wrk (Debian package) and the servers they compare with.
+# What bench/serving.py, bench/idle_gap.py and bench/ab.py --concurrency need: wrk (Debian package) and the servers they compare with.
 bench-deps: $(BIN)/python
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -17,7 +17,7 @@ each version in turn (the other SIGSTOPped), and prints B/A as the median of the
 ratios, over the rounds without steal time (``loadgen.STEAL_CLEAN``) when there are any.
 
 Run: .venv/bin/python bench/ab.py A_SRC B_SRC [--model chaos|embed] [--sleep-ms 13] [--requests 800]
-     .venv/bin/python bench/ab.py A_SRC B_SRC --model embed --concurrency 32 [--rounds 9]
+     .venv/bin/python bench/ab.py A_SRC B_SRC --model embed --concurrency 32 [--rounds 9]  (make bench-deps)
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BenchServer, KeepAlivePost, machine
-from loadgen import STEAL_CLEAN, alternate, parse_wrk, pause, resume, resumed, wrk, wrk_script
+from loadgen import STEAL_CLEAN, alternate, pause, resume, resumed, wrk, wrk_rate, wrk_script
 from servers import BODIES, READY_TIMEOUT_S, WARMUP_S, WK_CHAOS, WK_EMBED, chaos_body
 
 WARMUP = 30
@@ -93,10 +93,7 @@ def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> 
         script = wrk_script(body_of(args.model, args.sleep_ms), Path(directory))
 
         def rate(i: int) -> float:
-            run = parse_wrk(wrk(urls[i], script, args.concurrency, ROUND_S), args.concurrency, (0, 0, 0))
-            if run.errors:
-                raise RuntimeError(f"{urls[i]}: {run.errors} errors")
-            return run.ok_per_s
+            return wrk_rate(urls[i], script, args.concurrency, ROUND_S)
 
         for url in urls:
             wrk(url, script, args.concurrency, WARMUP_S)
@@ -108,7 +105,7 @@ def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> 
         finally:
             for pid in pids:
                 resume(pid)
-    clean = rounds.clean() or list(range(args.rounds))
+    clean = rounds.judged(min_share=0)
     ratios = [b / a for a, b in zip(rounds["A"], rounds["B"], strict=True)]
     workload = f"chaos sleeping {args.sleep_ms:g} ms" if args.model == "chaos" else "embed"
     print(f"# A/B at c={args.concurrency}, {workload}, {args.rounds} rounds of {ROUND_S} s; {machine()}")

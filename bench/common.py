@@ -124,6 +124,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def http_request(method: str, path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+    """The bytes of one HTTP/1.1 request with a JSON body (raw-socket clients build it once)."""
+    return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def content_length(head: bytes) -> int:
+    """The Content-Length of an answer's head (0 when it has none)."""
+    return next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")), 0)
+
+
 class KeepAlivePost:
     """One keep-alive HTTP/1.1 connection that POSTs the same JSON body and times each answer.
 
@@ -136,9 +148,7 @@ class KeepAlivePost:
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        head = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-        self.request = head.encode() + body
+        self.request = http_request("POST", parts.path, body, parts.netloc)
 
     def post_ms(self) -> float:
         """Send the request; milliseconds until the whole answer is in. Raises on a non-200."""
@@ -152,8 +162,7 @@ class KeepAlivePost:
         while b"\r\n\r\n" not in data:
             data += self._recv()
         head, _, rest = data.partition(b"\r\n\r\n")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:")))
+        length = content_length(head)
         while len(rest) < length:
             rest += self._recv()
         elapsed = (time.perf_counter() - start) * 1000

@@ -47,7 +47,7 @@ import psutil
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchServer, machine, percentile, table, wait_until
+from common import BenchServer, content_length, http_request, machine, percentile, table, wait_until
 
 CHAOS = {"app": "watchkeeper.apps.chaos:Chaos", "probe_interval_s": 0, "max_queue": 256, "replicas": 2}
 VIDEO = {"app": "watchkeeper.apps.img2video:Img2Video", "probe_interval_s": 0, "device": "cpu",
@@ -147,12 +147,9 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 async def request(conn: Conn, method: str, path: str, body: bytes) -> tuple[int, bytes]:
     """One HTTP/1.1 request on a keep-alive connection; (status, body)."""
     reader, writer = conn
-    writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    writer.write(http_request(method, path, body))
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                   if line.lower().startswith(b"content-length:")), 0)
-    return int(head[9:12]), await reader.readexactly(length)
+    return int(head[9:12]), await reader.readexactly(content_length(head))
 
 
 async def burst(conns: list[Conn], method: str, path: str, bodies: list[bytes],

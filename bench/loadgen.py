@@ -69,6 +69,14 @@ def wrk_script(body: dict[str, Any], directory: Path) -> Path:
     return path
 
 
+def wrk_rate(url: str, script: Path, concurrency: int, seconds: int) -> float:
+    """2xx answers per second of one wrk run; an error in it raises (a round must be clean)."""
+    run = parse_wrk(wrk(url, script, concurrency, seconds), concurrency, (0.0, 0.0, 0.0))
+    if run.errors:
+        raise RuntimeError(f"{url}: {run.errors} errors at c={concurrency}")
+    return run.ok_per_s
+
+
 def wrk(url: str, script: Path, concurrency: int, seconds: int) -> str:
     cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "--timeout",
            f"{WRK_TIMEOUT_S}s", "-s", str(script), url]
@@ -180,11 +188,10 @@ T = TypeVar("T")
 STEAL_CLEAN = 0.05
 
 
-def steal_jiffies() -> tuple[int, int]:
-    """(steal, all) jiffies of the machine's CPUs so far, from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:9]]
-    return fields[7], sum(fields)
+def steal_clock() -> tuple[float, float]:
+    """(steal, all) CPU seconds of the machine so far (user to steal: guest time is in user)."""
+    times = psutil.cpu_times()
+    return times.steal, sum(times[:8])
 
 
 @dataclass
@@ -197,13 +204,23 @@ class Rounds(Generic[T]):
     def __getitem__(self, name: str) -> list[T]:
         return self.values[name]
 
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.steal.values()), []))
+
     def clean(self) -> list[int]:
         """The rounds in which no step lost more than STEAL_CLEAN of the CPU to steal."""
-        count = len(next(iter(self.steal.values()), []))
-        return [r for r in range(count) if all(s[r] <= STEAL_CLEAN for s in self.steal.values())]
+        return [r for r in range(self.count) if all(s[r] <= STEAL_CLEAN for s in self.steal.values())]
 
-    def worst_steal(self) -> float:
-        return max((max(s) for s in self.steal.values() if s), default=0.0)
+    def judged(self, min_share: float) -> list[int]:
+        """The rounds a figure should use: the clean ones when there are some and they are at
+        least ``min_share`` of all rounds, else all of them."""
+        clean = self.clean()
+        return clean if clean and len(clean) >= min_share * self.count else list(range(self.count))
+
+    def worst_by_round(self) -> list[float]:
+        """Each round's largest steal share, over its steps."""
+        return [max(s[r] for s in self.steal.values()) for r in range(self.count)]
 
 
 def alternate(steps: Mapping[str, Callable[[], T]], rounds: int) -> Rounds[T]:
@@ -219,8 +236,8 @@ def alternate(steps: Mapping[str, Callable[[], T]], rounds: int) -> Rounds[T]:
     order = list(steps)
     for round_ in range(rounds):
         for name in order if round_ % 2 == 0 else order[::-1]:
-            stolen, total = steal_jiffies()
+            stolen, total = steal_clock()
             values[name].append(steps[name]())
-            stolen_after, total_after = steal_jiffies()
-            steal[name].append((stolen_after - stolen) / max(1, total_after - total))
+            stolen_after, total_after = steal_clock()
+            steal[name].append((stolen_after - stolen) / max(0.01, total_after - total))
     return Rounds(values, steal)

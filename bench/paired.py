@@ -33,13 +33,12 @@ from loadgen import (
     CpuClock,
     Rounds,
     alternate,
-    parse_wrk,
     pause,
     progress,
     resume,
     resumed,
     wait_quiet,
-    wrk,
+    wrk_rate,
 )
 from servers import BODIES, WK_EMBED, Server, embed_specs, shutdown, warm
 
@@ -73,6 +72,7 @@ class Paired:
     server_bursts: list[list[tuple[float, float]]] = field(default_factory=list)  # (answer, inference) ms
     direct_bursts: list[list[float]] = field(default_factory=list)
     clean: list[int] = field(default_factory=list)  # the pairs of bursts without steal
+    judged: list[int] = field(default_factory=list)  # the pairs the figures use
     elsewhere: float = 0.0
 
     def __call__(self, server: Server, url: str) -> None:
@@ -86,7 +86,7 @@ class Paired:
                 "direct": lambda: self.direct.one_item_ms(PAIR_BURST_S, warmup=PAIR_SKIP),
             }, PAIR_BURSTS)
             self.server_bursts, self.direct_bursts = bursts["server"], bursts["direct"]
-            self.clean = bursts.clean()
+            self.clean, self.judged = bursts.clean(), bursts.judged(MIN_CLEAN_SHARE)
             self.elsewhere = CpuClock.now(server.pid, self.direct.pid).since(start)[2]
         finally:
             client.close()
@@ -110,13 +110,6 @@ class Paired:
         return [(percentile(self._answers(self.server_bursts[i:i + size]), 50),
                  percentile(sum(self.direct_bursts[i:i + size], []), 50))
                 for i in range(0, len(self.server_bursts) - size + 1, size)]
-
-    @property
-    def judged(self) -> list[int]:
-        """The pairs of bursts the figures use: the clean ones if enough, else all."""
-        if len(self.clean) >= MIN_CLEAN_SHARE * len(self.server_bursts):
-            return self.clean
-        return list(range(len(self.server_bursts)))
 
     @property
     def judged_on(self) -> str:
@@ -163,6 +156,7 @@ class PairedThroughput:
     rates: dict[str, list[float]] = field(default_factory=dict)
     steal: list[float] = field(default_factory=list)  # each round's worst step
     clean: list[int] = field(default_factory=list)
+    judged: list[int] = field(default_factory=list)  # the rounds the ratios use
     elsewhere: float = 0.0
 
     def __call__(self, server: Server, url: str, script: Path) -> None:
@@ -175,15 +169,16 @@ class PairedThroughput:
             pause(lit.pid)
             lit_url = lit.url + lit_spec.path
             steps: dict[str, Callable[[], float]] = {
-                "watchkeeper": lambda: self._wrk_rate(url, script),
-                lit_spec.name: lambda: resumed(lit.pid, lambda: self._wrk_rate(lit_url, script)),
+                "watchkeeper": lambda: wrk_rate(url, script, PAIR_CONCURRENCY, PAIR_ROUND_S),
+                lit_spec.name: lambda: resumed(
+                    lit.pid, lambda: wrk_rate(lit_url, script, PAIR_CONCURRENCY, PAIR_ROUND_S)),
                 "in-process limit": lambda: self.direct.items_per_s(PAIR_ROUND_S),
             }
             wait_quiet(server.pid, lit.pid, self.direct.pid)
             start = CpuClock.now(server.pid, lit.pid, self.direct.pid)
             rounds = alternate(steps, PAIR_ROUNDS)
-            self.rates, self.clean = rounds.values, rounds.clean()
-            self.steal = [max(s[r] for s in rounds.steal.values()) for r in range(PAIR_ROUNDS)]
+            self.rates, self.steal = rounds.values, rounds.worst_by_round()
+            self.clean, self.judged = rounds.clean(), rounds.judged(MIN_CLEAN_SHARE)
             self.elsewhere = CpuClock.now(server.pid, lit.pid, self.direct.pid).since(start)[2]
         finally:
             resume(lit.pid)
@@ -191,21 +186,8 @@ class PairedThroughput:
         progress(f"paired c={PAIR_CONCURRENCY}: watchkeeper / LitServe {self.ratio('LitServe'):.2f}x, "
                  f"/ in-process limit {self.ratio('in-process limit'):.2f}x ({self.judged_on})")
 
-    @staticmethod
-    def _wrk_rate(url: str, script: Path) -> float:
-        run = parse_wrk(wrk(url, script, PAIR_CONCURRENCY, PAIR_ROUND_S), PAIR_CONCURRENCY, (0.0, 0.0, 0.0))
-        if run.errors:
-            raise RuntimeError(f"{url}: {run.errors} errors in a paired round")
-        return run.ok_per_s
-
     def ratios(self, against: str) -> list[float]:
         return [w / o for w, o in zip(self.rates["watchkeeper"], self.rates[against], strict=True)]
-
-    @property
-    def judged(self) -> list[int]:
-        """The rounds the ratios use: the clean ones if enough, else all."""
-        count = len(self.steal)
-        return self.clean if len(self.clean) >= MIN_CLEAN_SHARE * count else list(range(count))
 
     @property
     def judged_on(self) -> str:
