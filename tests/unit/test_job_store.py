@@ -18,13 +18,9 @@ import orjson
 import pytest
 
 from watchkeeper.errors import ConfigError, NotFound
+from watchkeeper.jobs.inputs_codec import decode_inputs, encode_inputs
 from watchkeeper.jobs.model import Job, JobState, NewJob
-from watchkeeper.jobs.sqlite_store import (
-    SCHEMA_VERSION,
-    SqliteJobStore,
-    decode_inputs,
-    encode_inputs,
-)
+from watchkeeper.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore
 
 
 def new_job(job_id: str = "j1", **over: Any) -> NewJob:
@@ -36,7 +32,6 @@ def new_job(job_id: str = "j1", **over: Any) -> NewJob:
         "allow_degrade": True,
         "max_attempts": 2,
         "request_id": f"req-{job_id}",
-        "request_hash": "hash",
     }
     fields.update(over)
     return NewJob(**fields)
@@ -89,7 +84,7 @@ def test_create_stores_a_queued_job_and_its_first_event(store: SqliteJobStore) -
     job = create(store, idempotency_key="k")
     assert job.state is JobState.QUEUED and job.attempts == 0 and not job.terminal
     assert (job.model, job.params, job.allow_degrade, job.max_attempts) == ("echo", {"steps": 3}, True, 2)
-    assert (job.request_id, job.request_hash, job.idempotency_key) == ("req-j1", "hash", "k")
+    assert (job.request_id, job.request_hash, job.idempotency_key) == ("req-j1", new_job().request_hash, "k")
     assert before <= job.created_at <= job.updated_at <= time.time()
     assert job.started_at is None and job.finished_at is None
     assert (job.progress, job.message, job.cancel_requested) == (0.0, "", False)
@@ -484,6 +479,25 @@ def test_a_clients_own_dollar_dicts_are_not_taken_for_bytes() -> None:
     assert decode_inputs(encode_inputs(inputs)) == inputs
 
 
+def test_the_request_hash_tells_requests_apart_and_not_submits() -> None:
+    base = new_job("a").request_hash
+    assert new_job("b", request_id="other", idempotency_key="k").request_hash == base
+    for change in ({"model": "other"}, {"params": {"steps": 4}}, {"allow_degrade": False},
+                   {"inputs": {"text": "hi!"}}, {"inputs": {"text": b"hi"}}):
+        assert new_job("a", **change).request_hash != base, change
+    reordered = new_job("a", params={"b": 1, "a": 2}), new_job("a", params={"a": 2, "b": 1})
+    assert reordered[0].request_hash == reordered[1].request_hash
+
+
+def test_inputs_are_encoded_once_and_stored_as_hashed(store: SqliteJobStore) -> None:
+    job = new_job(inputs={"f": b"\x00\x01", "n": [1, 2]})
+    job.request_hash  # noqa: B018 - encodes the inputs
+    assert "stored_inputs" in job.__dict__  # the cached encoding the store writes
+    store.create(job)
+    (stored,) = store._conn.execute("SELECT inputs FROM jobs WHERE id = ?", (job.id,)).fetchone()
+    assert stored == job.stored_inputs and store.inputs(job.id) == {"f": b"\x00\x01", "n": [1, 2]}
+
+
 def test_codec_refuses_what_is_not_json() -> None:
     with pytest.raises(TypeError):
         encode_inputs({"x": object()})
@@ -531,7 +545,7 @@ def test_a_killed_process_leaves_its_job_running_and_recover_requeues_it(path: P
         from watchkeeper.jobs.sqlite_store import SqliteJobStore
         store = SqliteJobStore(Path({str(path)!r}))
         store.create(NewJob(id="j1", model="echo", inputs={{"f": b"\\x00"}}, params={{}},
-                            allow_degrade=False, max_attempts=3, request_id="r", request_hash="h"))
+                            allow_degrade=False, max_attempts=3, request_id="r"))
         store.start("j1")
         os.kill(os.getpid(), signal.SIGKILL)
         """
@@ -575,9 +589,9 @@ def test_a_store_made_in_one_thread_works_from_another(store: SqliteJobStore) ->
 
 def test_create_many_stores_a_group_in_one_transaction_and_settles_keys(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    first = NewJob("a", "m", {"x": b"1"}, {}, True, 3, "r1", "h1", idempotency_key="k")
-    again = NewJob("b", "m", {"x": b"2"}, {}, True, 3, "r2", "h2", idempotency_key="k")
-    other = NewJob("c", "m", {}, {}, True, 3, "r3", "h3")
+    first = NewJob("a", "m", {"x": b"1"}, {}, True, 3, "r1", idempotency_key="k")
+    again = NewJob("b", "m", {"x": b"2"}, {}, True, 3, "r2", idempotency_key="k")
+    other = NewJob("c", "m", {}, {}, True, 3, "r3")
     (a, a_new), (b, b_new), (c, c_new) = store.create_many([first, again, other])
     assert (a.id, a_new, b.id, b_new, c.id, c_new) == ("a", True, "a", False, "c", True)
     assert sorted(j.id for j in store.list_jobs()) == ["a", "c"]
@@ -586,7 +600,7 @@ def test_create_many_stores_a_group_in_one_transaction_and_settles_keys(tmp_path
 
 def test_progress_is_written_without_fsync_and_full_sync_comes_back(tmp_path: Path) -> None:
     store = SqliteJobStore(tmp_path / "jobs.sqlite3")
-    store.create(NewJob("p", "m", {}, {}, True, 3, "r", "h"))
+    store.create(NewJob("p", "m", {}, {}, True, 3, "r"))
     store.start("p")
     store.progress("p", 0.5, "half")
     (level,) = store._conn.execute("PRAGMA synchronous").fetchone()

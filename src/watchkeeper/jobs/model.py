@@ -20,9 +20,15 @@ single-instance store, a Redis store will implement the same protocol for severa
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
+
+import orjson
+
+from watchkeeper.jobs.inputs_codec import encode_inputs
 
 __all__ = ["TERMINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob"]
 
@@ -49,9 +55,24 @@ class NewJob:
     allow_degrade: bool
     max_attempts: int
     request_id: str
-    request_hash: str  # of model + inputs + params: an Idempotency-Key reused with another body is refused
     idempotency_key: str | None = None
     created_at: float = 0.0  # time.time(); the store fills it in when 0
+
+    @cached_property
+    def stored_inputs(self) -> bytes:
+        """The inputs as the store keeps them (encoded once: the hash and the store share it)."""
+        return encode_inputs(self.inputs)
+
+    @cached_property
+    def request_hash(self) -> str:
+        """Of model, params, allow_degrade and inputs: what makes two submits the same request
+        (an Idempotency-Key reused with another body is refused)."""
+        digest = hashlib.sha256()
+        digest.update(self.model.encode())
+        digest.update(orjson.dumps(self.params, option=orjson.OPT_SORT_KEYS))
+        digest.update(b"1" if self.allow_degrade else b"0")
+        digest.update(self.stored_inputs)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)

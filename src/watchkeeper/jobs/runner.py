@@ -31,7 +31,6 @@ worker is killed after ``jobs.cancel_grace_s`` if it has not.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -39,8 +38,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import orjson
 
 from watchkeeper import metrics
 from watchkeeper.config import JobsConfig
@@ -56,13 +53,12 @@ from watchkeeper.errors import (
 from watchkeeper.jobs.model import Job, JobEvent, JobState, NewJob
 from watchkeeper.jobs.plumbing import Changes, StoreThread
 from watchkeeper.jobs.results import ResultFiles
-from watchkeeper.jobs.sqlite_store import SqliteJobStore, encode_inputs
+from watchkeeper.jobs.sqlite_store import SqliteJobStore
 from watchkeeper.logs import log_event
 from watchkeeper.scheduler import Outcome, Pending
 from watchkeeper.service import ModelService
 
-__all__ = ["COUNT_INTERVAL_S", "FEED_INTERVAL_S", "RETRY_LATER_S", "SWEEP_INTERVAL_S", "JobRunner",
-           "request_hash"]
+__all__ = ["COUNT_INTERVAL_S", "FEED_INTERVAL_S", "RETRY_LATER_S", "SWEEP_INTERVAL_S", "JobRunner"]
 
 log = logging.getLogger("watchkeeper.jobs")
 
@@ -76,16 +72,6 @@ SWEEP_INTERVAL_S = 600.0
 COUNT_INTERVAL_S = 2.0
 #: How long ``stop`` waits for the running jobs' last store writes.
 STOP_TIMEOUT_S = 5.0
-
-
-def request_hash(model: str, inputs: dict[str, Any], params: dict[str, Any], allow_degrade: bool) -> str:
-    """What makes two submits the same request (an Idempotency-Key must not change it)."""
-    digest = hashlib.sha256()
-    digest.update(model.encode())
-    digest.update(orjson.dumps(params, option=orjson.OPT_SORT_KEYS))
-    digest.update(b"1" if allow_degrade else b"0")
-    digest.update(encode_inputs(inputs))
-    return digest.hexdigest()
 
 
 @dataclass(eq=False)
@@ -192,11 +178,10 @@ class JobRunner:
         service.refuse_if_failed()
         service.check_params(params)
         await self._check_disk()
-        digest = request_hash(model, inputs, params, allow_degrade)
         new = NewJob(uuid.uuid4().hex, model, inputs, params, allow_degrade, self.config.max_attempts,
-                     request_id, digest, idempotency_key)
+                     request_id, idempotency_key)
         job, created = await self._create(new)
-        if not created and job.request_hash != digest:
+        if not created and job.request_hash != new.request_hash:
             raise Conflict(
                 f"Idempotency-Key '{idempotency_key}' was used for a different request (job {job.id})",
                 suggestion="Use a new key for a new request.",

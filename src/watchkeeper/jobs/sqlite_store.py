@@ -7,12 +7,11 @@ with 202 is on disk (WAL, ``synchronous=FULL``) before the answer leaves, and su
 process kill or a power cut. The schema version lives in ``PRAGMA user_version``.
 
 Inputs are stored without pickle (a data file must never be able to run code): JSON, with
-bytes at any depth written as ``{"$bytes": "<base64>"}`` (see :func:`encode_inputs`).
+bytes at any depth written as ``{"$bytes": "<base64>"}`` (see :mod:`watchkeeper.jobs.inputs_codec`).
 """
 
 from __future__ import annotations
 
-import base64
 import math
 import sqlite3
 import threading
@@ -25,9 +24,10 @@ from typing import Any
 import orjson
 
 from watchkeeper.errors import ConfigError, NotFound
+from watchkeeper.jobs.inputs_codec import decode_inputs
 from watchkeeper.jobs.model import TERMINAL_STATES, Job, JobEvent, JobState, NewJob
 
-__all__ = ["SCHEMA_VERSION", "SqliteJobStore", "decode_inputs", "encode_inputs"]
+__all__ = ["SCHEMA_VERSION", "SqliteJobStore"]
 
 #: The version of the tables below; a file written by a newer watchkeeper is refused.
 SCHEMA_VERSION = 1
@@ -67,52 +67,6 @@ _SERVER_STOPPED = "the server stopped while it ran"
 _CRASH_SUGGESTION = (
     "The job may be what stopped the server: check the server's logs before submitting it again."
 )
-
-# --- inputs codec ----------------------------------------------------------------------
-
-
-def _escape(value: Any) -> Any:
-    """Wrap a client's own one-key ``{"$...": ...}`` dicts so they never decode as bytes."""
-    if isinstance(value, dict):
-        inner = {k: _escape(v) for k, v in value.items()}
-        if len(value) == 1 and str(next(iter(value))).startswith("$"):
-            return {"$dict": inner}
-        return inner
-    if isinstance(value, list | tuple):
-        return [_escape(v) for v in value]
-    return value
-
-
-def _bytes_to_json(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return {"$bytes": base64.b64encode(value).decode("ascii")}
-    raise TypeError(f"inputs hold a {type(value).__name__}, which is not JSON or bytes")
-
-
-def _unescape(value: Any) -> Any:
-    if isinstance(value, dict):
-        if len(value) == 1 and "$bytes" in value:
-            return base64.b64decode(value["$bytes"])
-        if len(value) == 1 and isinstance(value.get("$dict"), dict):
-            return {k: _unescape(v) for k, v in value["$dict"].items()}
-        return {k: _unescape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unescape(v) for v in value]
-    return value
-
-
-def encode_inputs(inputs: dict[str, Any]) -> bytes:
-    """Inputs (JSON values, bytes at any depth) as JSON bytes; never pickle."""
-    return orjson.dumps(_escape(inputs), default=_bytes_to_json)
-
-
-def decode_inputs(data: bytes) -> dict[str, Any]:
-    """The inverse of :func:`encode_inputs` (bytes come back as ``bytes``)."""
-    decoded = _unescape(orjson.loads(data))
-    if not isinstance(decoded, dict):
-        raise ValueError("stored inputs are not a JSON object")
-    return decoded
-
 
 # --- rows ------------------------------------------------------------------------------
 
@@ -286,7 +240,7 @@ class SqliteJobStore:
             "updated_at, max_attempts, request_id, request_hash, idempotency_key) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (job.id, job.model, JobState.QUEUED.value, _json(job.params),
-             encode_inputs(job.inputs), int(job.allow_degrade), created_at, now,
+             job.stored_inputs, int(job.allow_degrade), created_at, now,
              job.max_attempts, job.request_id, job.request_hash, job.idempotency_key),
         )  # fmt: skip
 
