@@ -1,7 +1,8 @@
 """Job inputs as the job store keeps them: JSON bytes, never pickle.
 
-Runs in the front process (in the event loop when a submit is hashed, in the store's thread
-when it is written or read). A data file must never be able to run code, so inputs are JSON,
+Runs in the front process, in the job store's thread: a submit's inputs are encoded once,
+when the store writes them (``NewJob.stored_inputs``, which its request hash reuses), and
+decoded when a worker is to run them. A data file must never be able to run code, so inputs are JSON,
 with bytes at any depth (uploaded files) written as ``{"$bytes": "<base64>"}``, and a
 client's own one-key ``{"$...": ...}`` dict wrapped as ``{"$dict": ...}`` so that it never
 decodes as bytes.
@@ -58,4 +59,3 @@ def decode_inputs(data: bytes) -> dict[str, Any]:
     if not isinstance(decoded, dict):
         raise ValueError("stored inputs are not a JSON object")
     return decoded
-
