@@ -2,8 +2,8 @@
 
 A child process sends a float32 array of N MB over a real socket pair, as a worker sends
 its outputs, and the parent decodes it. "in-band" is pickle with the array copied into the
-stream and the frame joined into one bytes object (the first version of watchkeeper.wire);
-"out-of-band" is watchkeeper.wire today. Prints MB/s and time per message for each size.
+stream and the frame joined into one bytes object (the first version of watchkeeper.protocol.wire);
+"out-of-band" is watchkeeper.protocol.wire today. Prints MB/s and time per message for each size.
 
 Run: .venv/bin/python bench/transfer.py
 """
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table
 
-from watchkeeper.wire import BlockingChannel, read_message
+from watchkeeper.protocol.wire import BlockingChannel, read_message
 
 SIZES_MB = (1, 16, 128)
 ROUNDS = 5

@@ -46,10 +46,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from watchkeeper.apps import BUILTIN_APPS
 from watchkeeper.errors import ConfigError
 
 __all__ = [
+    "BUILTIN_APPS",
     "BUILTIN_SOURCE",
     "ENV_PREFIX",
     "MODEL_NAME_PATTERN",
@@ -61,6 +61,14 @@ __all__ = [
     "load_config",
     "resolve_config_path",
 ]
+
+#: Model name -> import path of its class: what ``watchkeeper serve`` serves with no config.
+#: (Strings only: the front never imports the app modules, ``watchkeeper.apps``.)
+BUILTIN_APPS: dict[str, str] = {
+    "cartoon": "watchkeeper.apps.cartoon:Cartoon",
+    "embed": "watchkeeper.apps.embed:Embed",
+    "img2video": "watchkeeper.apps.img2video:Img2Video",
+}
 
 #: Environment variables starting with this prefix are configuration overrides.
 ENV_PREFIX = "WK_"

@@ -23,7 +23,7 @@ Runs in worker processes (the front never imports a model). A model is a subclas
             return wk.Example({"text": "a"}, check=lambda out: out["text"] == "A!")
 
 ``predict`` returns a dict of JSON-able values, numpy arrays (sent as lists) and
-:class:`Blob` values (bytes with a media type, e.g. from :func:`watchkeeper.images.png`),
+:class:`Blob` values (bytes with a media type, e.g. from :func:`watchkeeper.worker.images.png`),
 which the HTTP API sends as base64.
 """
 
@@ -48,6 +48,8 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
+from watchkeeper.protocol.blob import Blob
+
 __all__ = ["Model", "Inputs", "Params", "NoParams", "Example", "Blob", "ImageInput", "as_bytes",
            "ProgressFn", "no_progress",
            "CleanText", "CleanTextOrEmpty", "CLEAN_TEXT_NOTE", "MAX_COMBINING_RUN", "clean_text"]
@@ -70,14 +72,6 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """A model that takes no parameters."""
-
-
-@dataclass(frozen=True, slots=True)
-class Blob:
-    """Bytes in a model's outputs, e.g. an encoded image; sent to clients as base64."""
-
-    data: bytes
-    media_type: str
 
 
 @dataclass(frozen=True)
@@ -115,7 +109,7 @@ def as_bytes(value: Any) -> bytes:
 
 
 def _decode_image_field(value: Any) -> Any:
-    from watchkeeper import images  # numpy/Pillow only when a model uses images
+    from watchkeeper.worker import images  # numpy/Pillow only when a model uses images
 
     if isinstance(value, images.np.ndarray):
         if value.ndim != 3 or value.shape[2] != 3 or value.dtype != images.np.uint8:
@@ -259,7 +253,7 @@ class Model:
     #: Largest batch this model accepts in one ``predict_batch`` call.
     max_batch_size: ClassVar[int] = 1
     #: Parameter limits by device memory: ``{12: {"resolution": 512}, 24: {...}}`` (GB ->
-    #: a maximum per param, or a list of allowed values); see ``watchkeeper.profiles``.
+    #: a maximum per param, or a list of allowed values); see ``watchkeeper.worker.profiles``.
     profiles: ClassVar[dict[float, dict[str, Any]]] = {}
 
     def setup(self, device: str) -> None:
@@ -271,7 +265,7 @@ class Model:
         Long work may declare a third parameter, ``progress``, and call
         ``progress(fraction, message)`` as it goes (``fraction`` from 0 to 1): jobs show it,
         each call counts as a heartbeat, and a cancelled job's next call raises
-        ``Cancelled`` (see ``watchkeeper.worker_progress``).
+        ``Cancelled`` (see ``watchkeeper.worker.progress``).
         """
         raise NotImplementedError(f"{type(self).__name__}.predict")
 

@@ -1,4 +1,4 @@
-"""Admission by memory (``watchkeeper.admission``): which rung a request runs at, or why not.
+"""Admission by memory (``watchkeeper.scheduling.admission``): which rung a request runs at, or why not.
 
 The replica is a stand-in (Admission only hands it to ``ledger_for``); the ledgers, the
 estimates and the requests are the real ones.
@@ -13,11 +13,11 @@ from typing import Any, cast
 
 import pytest
 
-from watchkeeper.admission import Admission, degraded_info
 from watchkeeper.errors import OutOfMemory
-from watchkeeper.memory import SURPRISE_MARGIN, Ledger, Rung
-from watchkeeper.replica import Replica
-from watchkeeper.scheduler import Pending
+from watchkeeper.scheduling.admission import Admission, degraded_info
+from watchkeeper.scheduling.memory_ledger import SURPRISE_MARGIN, Ledger, Rung
+from watchkeeper.scheduling.scheduler import Pending
+from watchkeeper.supervision.worker_handle import Replica
 
 MB = 2**20
 BIG, MID, SMALL = {"size": 1024}, {"size": 768}, {"size": 512}

@@ -22,11 +22,11 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from watchkeeper import images
 from watchkeeper.apps.cartoon import Cartoon, check_output, probe_image
 from watchkeeper.apps.chaos import CRASH_EXIT_CODE, Chaos, FailingProbe, FailingSetup
 from watchkeeper.contract import Blob
 from watchkeeper.errors import PayloadTooLarge
+from watchkeeper.worker import images
 
 
 def photo(height: int, width: int) -> np.ndarray:

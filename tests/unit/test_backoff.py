@@ -1,10 +1,10 @@
-"""Back-off between worker restarts (``watchkeeper.backoff.restart_delay``)."""
+"""Back-off between worker restarts (``watchkeeper.supervision.backoff.restart_delay``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchkeeper.backoff import restart_delay
+from watchkeeper.supervision.backoff import restart_delay
 
 
 @pytest.mark.parametrize("streak", [-1, 0, 1])

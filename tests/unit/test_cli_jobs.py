@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from watchkeeper import cli_jobs
-from watchkeeper.cli import main
-from watchkeeper.cli_jobs import EXIT_OK, EXIT_UNREACHABLE, wait_job
-from watchkeeper.cli_progress import (
+from watchkeeper.cli import jobs as cli_jobs
+from watchkeeper.cli.jobs import EXIT_OK, EXIT_UNREACHABLE, wait_job
+from watchkeeper.cli.main import main
+from watchkeeper.cli.progress import (
     ProgressDisplay,
     SseEvent,
     SseParser,

@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 import watchkeeper.config as config_module
-from watchkeeper.apps import BUILTIN_APPS
 from watchkeeper.config import (
+    BUILTIN_APPS,
     BUILTIN_SOURCE,
     NON_CONFIG_ENV,
     Config,

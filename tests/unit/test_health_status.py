@@ -1,10 +1,10 @@
-"""Health verdicts from model and resource states (``watchkeeper.health``)."""
+"""Health verdicts from model and resource states (``watchkeeper.front.health``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchkeeper.health import SERVING_STATES, http_status, is_ready, overall_status
+from watchkeeper.front.health import SERVING_STATES, http_status, is_ready, overall_status
 
 
 def test_serving_states() -> None:

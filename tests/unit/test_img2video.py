@@ -17,11 +17,11 @@ import pytest
 from pydantic import ValidationError
 
 import watchkeeper as wk
-from watchkeeper import images
 from watchkeeper.apps import img2video
 from watchkeeper.apps.img2video import Img2Video, check_video, frame_size, render_frames
 from watchkeeper.contract import Blob
-from watchkeeper.profiles import choose_profile, narrow_schema, violations
+from watchkeeper.worker import images
+from watchkeeper.worker.profiles import choose_profile, narrow_schema, violations
 
 
 def photo(height: int, width: int) -> np.ndarray:

@@ -19,7 +19,7 @@ import pytest
 
 from watchkeeper.errors import ConfigError, NotFound
 from watchkeeper.jobs.inputs_codec import decode_inputs, encode_inputs
-from watchkeeper.jobs.model import Job, JobState, NewJob
+from watchkeeper.jobs.job import Job, JobState, NewJob
 from watchkeeper.jobs.sqlite_store import SCHEMA_VERSION, SqliteJobStore
 
 
@@ -541,7 +541,7 @@ def test_a_killed_process_leaves_its_job_running_and_recover_requeues_it(path: P
         f"""
         import os, signal
         from pathlib import Path
-        from watchkeeper.jobs.model import NewJob
+        from watchkeeper.jobs.job import NewJob
         from watchkeeper.jobs.sqlite_store import SqliteJobStore
         store = SqliteJobStore(Path({str(path)!r}))
         store.create(NewJob(id="j1", model="echo", inputs={{"f": b"\\x00"}}, params={{}},

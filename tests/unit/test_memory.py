@@ -1,10 +1,10 @@
-"""Memory bookkeeping (``watchkeeper.memory``): shape keys, learned estimates, ledgers, rungs."""
+"""Memory bookkeeping (``scheduling.memory_ledger``): shape keys, learned estimates, ledgers, rungs."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchkeeper.memory import (
+from watchkeeper.scheduling.memory_ledger import (
     DECAY,
     SURPRISE_MARGIN,
     Estimates,

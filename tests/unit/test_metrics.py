@@ -1,11 +1,11 @@
-"""Tests of watchkeeper.metrics: every metric is exported from the private registry and moves."""
+"""Tests of watchkeeper.front.metrics: every metric is exported from the private registry and moves."""
 
 from __future__ import annotations
 
 import prometheus_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from watchkeeper import metrics
+from watchkeeper.front import metrics
 
 EXPECTED_NAMES = (
     "watchkeeper_requests_total",

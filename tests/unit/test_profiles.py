@@ -1,4 +1,4 @@
-"""Parameter limits by hardware (``watchkeeper.profiles``): choosing, narrowing, checking."""
+"""Parameter limits by hardware (``watchkeeper.worker.profiles``): choosing, narrowing, checking."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from watchkeeper.profiles import Profile, choose_profile, narrow_schema, violations
+from watchkeeper.worker.profiles import Profile, choose_profile, narrow_schema, violations
 
 #: The video-generation profiles of source document 001.
 VIDEO: dict[float, dict[str, Any]] = {

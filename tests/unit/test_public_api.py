@@ -32,7 +32,7 @@ def load(name: str) -> ModuleType:
 
 def test_the_walk_finds_the_package() -> None:
     names = module_names()
-    for expected in ("watchkeeper.worker", "watchkeeper.http.errors", "watchkeeper.apps.chaos"):
+    for expected in ("watchkeeper.worker.loop", "watchkeeper.http.errors", "watchkeeper.apps.chaos"):
         assert expected in names
 
 

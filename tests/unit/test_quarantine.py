@@ -1,10 +1,10 @@
-"""Poison-input quarantine (``watchkeeper.quarantine``) with an injected clock."""
+"""Poison-input quarantine (``watchkeeper.scheduling.quarantine``) with an injected clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from watchkeeper.quarantine import Quarantine, Verdict, fingerprint
+from watchkeeper.scheduling.quarantine import Quarantine, Verdict, fingerprint
 
 
 class FakeClock:

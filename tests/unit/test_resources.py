@@ -1,4 +1,4 @@
-"""Tests of watchkeeper.resources: real readings on this machine, status grading, the monitor."""
+"""Tests of watchkeeper.front.resources: real readings on this machine, status grading, the monitor."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from watchkeeper import resources
-from watchkeeper.resources import (
+from watchkeeper.front import resources
+from watchkeeper.front.resources import (
     DiskReading,
     GpuReading,
     MemoryReading,
@@ -201,7 +201,7 @@ def test_monitor_reads_at_start_and_refreshes(tmp_path: Path) -> None:
 def test_monitor_keeps_the_old_snapshot_when_a_reading_fails(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="watchkeeper.resources")
+    caplog.set_level(logging.DEBUG, logger="watchkeeper.front.resources")
     calls = 0
 
     def flaky(paths: Sequence[Path]) -> ResourceSnapshot:
@@ -239,7 +239,7 @@ def test_monitor_needs_a_running_loop_and_a_positive_interval() -> None:
 
 
 def test_importing_the_module_does_not_import_torch() -> None:
-    code = "import sys, watchkeeper.resources; print('torch' in sys.modules)"
+    code = "import sys, watchkeeper.front.resources; print('torch' in sys.modules)"
     command = [sys.executable, "-c", code]
     out = subprocess.run(command, check=False, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

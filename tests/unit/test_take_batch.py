@@ -1,4 +1,4 @@
-"""Batch assembly (``watchkeeper.scheduler.take_batch``): a pure function over a deque."""
+"""Batch assembly (``watchkeeper.scheduling.scheduler.take_batch``): a pure function over a deque."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from watchkeeper.scheduler import Kind, Pending, take_batch
+from watchkeeper.scheduling.scheduler import Kind, Pending, take_batch
 
 MakePending = Callable[..., Pending]
 

@@ -21,7 +21,7 @@ from watchkeeper.contract import (
     CleanTextOrEmpty,
     clean_text,
 )
-from watchkeeper.worker import describe_validation
+from watchkeeper.worker.loop import describe_validation
 
 ZWSP, ZWNJ, ZWJ, LRM, RLM = "\u200b", "\u200c", "\u200d", "\u200e", "\u200f"
 BOM, SOFT_HYPHEN, WORD_JOINER = "\ufeff", "\u00ad", "\u2060"

@@ -1,4 +1,4 @@
-"""Framing of messages on a worker's socket (``watchkeeper.wire``), over real socket pairs."""
+"""Framing of messages on a worker's socket (``watchkeeper.protocol.wire``), over real socket pairs."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from watchkeeper import messages as m
-from watchkeeper.wire import (
+from watchkeeper.protocol import messages as m
+from watchkeeper.protocol.wire import (
     MAX_FRAME,
     BlockingChannel,
     ChannelClosed,

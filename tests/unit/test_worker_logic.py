@@ -1,4 +1,4 @@
-"""The worker's logic in-process (``watchkeeper.worker``): no process is spawned.
+"""The worker's logic in-process (``watchkeeper.worker.loop``): no process is spawned.
 
 Only the chaos actions that return (``ok``, ``raise``, invalid inputs) run here; ``crash``,
 ``segfault``, ``hang`` and ``spin`` would take the test process with them.
@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from watchkeeper import contract
 from watchkeeper.apps.chaos import Chaos
-from watchkeeper.messages import (
+from watchkeeper.protocol.messages import (
     BatchDone,
     ExitCode,
     Item,
@@ -29,8 +29,9 @@ from watchkeeper.messages import (
     RunProbe,
     WorkerSpec,
 )
-from watchkeeper.wire import BlockingChannel
-from watchkeeper.worker import LoadError, Worker, describe_validation, import_app, resolve_device
+from watchkeeper.protocol.wire import BlockingChannel
+from watchkeeper.worker.loading import LoadError, import_app, resolve_device
+from watchkeeper.worker.loop import Worker, describe_validation
 
 CHAOS = "watchkeeper.apps.chaos:Chaos"
 

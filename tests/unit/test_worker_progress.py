@@ -7,10 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from watchkeeper.messages import BatchDone, Cancel, Item, Progress, RunBatch, Stop, WorkerSpec
-from watchkeeper.wire import BlockingChannel
-from watchkeeper.worker import Worker
-from watchkeeper.worker_progress import ProgressReporter, takes_progress
+from watchkeeper.protocol.messages import BatchDone, Cancel, Item, Progress, RunBatch, Stop, WorkerSpec
+from watchkeeper.protocol.wire import BlockingChannel
+from watchkeeper.worker.loop import Worker
+from watchkeeper.worker.progress import ProgressReporter, takes_progress
 
 CHAOS = "watchkeeper.apps.chaos:Chaos"
 

@@ -21,8 +21,9 @@ import numpy as np
 from PIL import Image
 from pydantic import Field
 
-from watchkeeper import contract, images
+from watchkeeper import contract
 from watchkeeper.contract import Example, ImageInput
+from watchkeeper.worker import images
 
 __all__ = ["Cartoon", "cartoonise", "check_output", "probe_image", "resize_longest"]
 

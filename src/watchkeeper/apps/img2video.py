@@ -33,8 +33,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from watchkeeper import contract, images
+from watchkeeper import contract
 from watchkeeper.contract import Example, ImageInput
+from watchkeeper.worker import images
 
 __all__ = ["Img2Video", "ENCODER_CANDIDATES", "check_video", "encode_mp4", "frame_size",
            "pick_encoder", "probe_image", "render_frames"]

@@ -1,5 +1,6 @@
-"""The HTTP layer of the front process (FastAPI/Starlette). Workers never import it."""
+"""The HTTP layer of the front process (FastAPI/Starlette): routes, bodies, errors, statuses.
 
-from watchkeeper.http.app import create_app
+HTTP status codes are chosen in this package and nowhere else. Workers never import it.
+"""
 
-__all__ = ["create_app"]
+__all__: list[str] = []

@@ -20,13 +20,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp
 
-from watchkeeper import errors, metrics
+from watchkeeper import errors
+from watchkeeper.front import metrics
+from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.errors import error_response
 from watchkeeper.http.jobs import add_job_routes
 from watchkeeper.http.predict import PredictFastPath, handle_predict
 from watchkeeper.http.request_id import RequestIdMiddleware, request_id_of
 from watchkeeper.http.responses import json_response
-from watchkeeper.runtime import Runtime
 
 __all__ = ["create_app"]
 

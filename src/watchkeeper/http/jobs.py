@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
+from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.bodies import body_limit, parse_predict, read_body
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
-from watchkeeper.jobs.model import TERMINAL_STATES, Job, JobEvent, JobState
+from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState
 from watchkeeper.jobs.results import ResultMeta
-from watchkeeper.runtime import Runtime
 
 __all__ = ["KEEPALIVE_S", "MAX_LIST", "add_job_routes", "job_view", "sse_frame"]
 

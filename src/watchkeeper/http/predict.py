@@ -21,13 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from watchkeeper import errors, metrics
+from watchkeeper import errors
+from watchkeeper.front import metrics
+from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.bodies import body_limit, parse_predict, parse_timeout, read_body
 from watchkeeper.http.errors import error_response, status_of
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
 from watchkeeper.logs import log_event
-from watchkeeper.runtime import Runtime
 
 __all__ = ["PredictFastPath", "UNKNOWN_MODEL", "handle_predict", "predict_target", "warning_header"]
 

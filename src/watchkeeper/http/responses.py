@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from watchkeeper.contract import Blob
+from watchkeeper.protocol.blob import Blob
 
 __all__ = ["json_bytes", "json_response"]
 

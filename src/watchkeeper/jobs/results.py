@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from watchkeeper.contract import Blob
+from watchkeeper.protocol.blob import Blob
 
 __all__ = ["ResultFile", "ResultFiles", "ResultMeta", "TEMP_MARKER"]
 

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchkeeper import metrics
 from watchkeeper.config import JobsConfig
 from watchkeeper.errors import (
     Cancelled,
@@ -50,13 +49,15 @@ from watchkeeper.errors import (
     Unavailable,
     WatchkeeperError,
 )
-from watchkeeper.jobs.model import Job, JobEvent, JobState, NewJob
-from watchkeeper.jobs.plumbing import Changes, StoreThread
+from watchkeeper.front import metrics
+from watchkeeper.front.service import ModelService
+from watchkeeper.jobs.job import Job, JobEvent, JobState, NewJob
 from watchkeeper.jobs.results import ResultFiles
 from watchkeeper.jobs.sqlite_store import SqliteJobStore
+from watchkeeper.jobs.changes import Changes
+from watchkeeper.jobs.store_thread import StoreThread
 from watchkeeper.logs import log_event
-from watchkeeper.scheduler import Outcome, Pending
-from watchkeeper.service import ModelService
+from watchkeeper.scheduling.scheduler import Outcome, Pending
 
 __all__ = ["COUNT_INTERVAL_S", "FEED_INTERVAL_S", "RETRY_LATER_S", "SWEEP_INTERVAL_S", "JobRunner"]
 

@@ -25,7 +25,7 @@ import orjson
 
 from watchkeeper.errors import ConfigError, NotFound
 from watchkeeper.jobs.inputs_codec import decode_inputs
-from watchkeeper.jobs.model import TERMINAL_STATES, Job, JobEvent, JobState, NewJob
+from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState, NewJob
 
 __all__ = ["SCHEMA_VERSION", "SqliteJobStore"]
 
@@ -113,7 +113,7 @@ def _crashed(job: Job) -> dict[str, Any]:
 
 
 class SqliteJobStore:
-    """:class:`~watchkeeper.jobs.model.JobStore` in one SQLite file (one server at a time)."""
+    """:class:`~watchkeeper.jobs.job.JobStore` in one SQLite file (one server at a time)."""
 
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)

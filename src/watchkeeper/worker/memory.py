@@ -1,11 +1,12 @@
 """Memory in a worker process: peak measurement, out-of-memory detection, the hard limit.
 
-Runs in worker processes (the front only calls :func:`worker_environment` when it starts one).
+Runs in worker processes. The environment they start with (glibc settings that make the
+limit and the peak meter see real use) is ``watchkeeper.supervision.worker_env``'s.
 
 - :class:`PeakMeter` measures how much memory one batch needed at its peak: on CUDA
   ``max_memory_allocated`` since a reset; on CPU the resident-set high-water mark
   (``VmHWM``, reset through ``/proc/self/clear_refs``) above the size before the batch.
-  The front learns per-shape needs from these peaks (``watchkeeper.memory.Estimates``).
+  The front learns per-shape needs from these peaks (``watchkeeper.scheduling.memory_ledger.Estimates``).
 - :func:`is_out_of_memory` recognises the ways a model runs out of memory:
   ``MemoryError``, ``torch.cuda.OutOfMemoryError``, and allocator errors of torch
   (CPU) and OpenCV that arrive as other exception types.
@@ -17,36 +18,17 @@ Runs in worker processes (the front only calls :func:`worker_environment` when i
 from __future__ import annotations
 
 import gc
-import os
 import re
 import resource
 import sys
 from typing import Any
 
-#: Set in the environment of the workers and template of a model with ``memory_limit_mb``
-#: (``worker_environment``): allocations over 128 KiB get their own mappings, given back
-#: when freed, so RLIMIT_AS counts what is really in use and the peak meter sees each
-#: batch's real growth (glibc's default threshold adapts up to 32 MiB and keeps freed
-#: blocks, which hides both). It costs speed: every large allocation is a fresh mapping
-#: whose pages fault in (``bench/jobs.py`` read img2video at 0.81x in-process with it, 0.89x
-#: without), so models without a limit keep glibc's default and their learned needs may
-#: read low (memory kept from an earlier batch is not counted again).
-#: ``MALLOC_ARENA_MAX=1``: when an allocation fails, glibc retries in a new arena, and a new
-#: arena reserves 64 MiB of address space, which RLIMIT_AS counts: after one real
-#: out-of-memory the worker would have 64 MiB less room for the retry at a smaller rung.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_ARENA_MAX": "1"}
-
-__all__ = ["MALLOC_ENV", "PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
-           "release_memory", "rss_bytes", "worker_environment"]
+__all__ = ["PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
+           "release_memory", "rss_bytes"]
 
 _STATUS_FIELD = re.compile(rb"^(VmHWM|VmRSS|VmSize):\s+(\d+) kB", re.M)
 _OOM_TEXT = ("out of memory", "can't allocate memory", "insufficient memory",
              "cannot allocate memory", "failed to allocate")
-
-
-def worker_environment(memory_limit_mb: float | None) -> dict[str, str]:
-    """The environment a worker or template process is started with (see MALLOC_ENV)."""
-    return {**os.environ, **MALLOC_ENV} if memory_limit_mb is not None else dict(os.environ)
 
 
 def _status() -> dict[bytes, int]:

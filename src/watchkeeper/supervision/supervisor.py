@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from watchkeeper import metrics
-from watchkeeper.backoff import restart_delay
 from watchkeeper.config import ModelConfig
+from watchkeeper.front import metrics
+from watchkeeper.front.resources import process_rss, uses_gpu
 from watchkeeper.logs import log_event
-from watchkeeper.messages import (
+from watchkeeper.protocol.messages import (
     BatchDone,
     ExitCode,
     LoadFailed,
@@ -42,10 +42,10 @@ from watchkeeper.messages import (
     Stop,
     WorkerSpec,
 )
-from watchkeeper.preload import TemplateKeeper
-from watchkeeper.replica import Replica, ReplicaState, describe_exit
-from watchkeeper.resources import process_rss, uses_gpu
-from watchkeeper.template_handle import ForkError, TemplateHandle
+from watchkeeper.supervision.backoff import restart_delay
+from watchkeeper.supervision.template_handle import ForkError, TemplateHandle
+from watchkeeper.supervision.template_keeper import TemplateKeeper
+from watchkeeper.supervision.worker_handle import Replica, ReplicaState, describe_exit
 
 __all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S"]
 

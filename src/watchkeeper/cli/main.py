@@ -1,14 +1,14 @@
 """The ``watchkeeper`` command: ``serve`` (the front process) and ``check`` (a health probe).
 
 ``watchkeeper serve`` is the front process's entry point: it loads the configuration,
-configures logging (JSON lines on stderr) and hands over to ``watchkeeper.front`` (uvicorn,
+configures logging (JSON lines on stderr) and hands over to ``watchkeeper.front.server`` (uvicorn,
 the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
 
 ``watchkeeper check [URL] [--deep]`` asks a running server and exits 0 when healthy,
 1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
 
 ``watchkeeper jobs ...`` (submit, status, wait, cancel, result, list) drives durable jobs
-through the HTTP API; see ``watchkeeper.cli_jobs``.
+through the HTTP API; see ``watchkeeper.cli.jobs``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from watchkeeper.cli_jobs import add_job_commands
+from watchkeeper.cli.jobs import add_job_commands
 from watchkeeper.errors import ConfigError
 
 __all__ = ["main"]
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     from watchkeeper.config import load_config, resolve_config_path
-    from watchkeeper.front import run_front
+    from watchkeeper.front.server import run_front
     from watchkeeper.logs import configure_logging
 
     try:
@@ -110,6 +110,3 @@ def _summary(body: dict[str, Any], deep: bool) -> list[str]:
     lines.extend(f"resources: {r}" for r in body.get("resources", {}).get("reasons", []))
     return lines
 
-
-if __name__ == "__main__":
-    sys.exit(main())

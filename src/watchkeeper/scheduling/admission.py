@@ -18,11 +18,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from watchkeeper.errors import OutOfMemory
-from watchkeeper.memory import Estimates, Ledger, Rung, choose_rung
+from watchkeeper.scheduling.memory_ledger import Estimates, Ledger, Rung, choose_rung
 
 if TYPE_CHECKING:
-    from watchkeeper.replica import Replica
-    from watchkeeper.scheduler import Pending
+    from watchkeeper.scheduling.scheduler import Pending
+    from watchkeeper.supervision.worker_handle import Replica
 
 __all__ = ["MEASURE_EVERY", "Admission", "degraded_info", "megabytes"]
 

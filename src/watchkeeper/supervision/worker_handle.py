@@ -1,9 +1,9 @@
 """One worker process, seen from the front: start it, talk to it, kill it, see it exit.
 
 Runs in the front process, on its event loop. No policy lives here (when to restart, what to
-do with its requests): that is ``watchkeeper.supervisor``'s and ``watchkeeper.scheduler``'s.
+do with its requests): that is ``supervision.supervisor``'s and ``scheduling.scheduler``'s.
 
-A replica is forked from its model's template (``watchkeeper.template``: the weights are
+A replica is forked from its model's template (``watchkeeper.worker.template``: the weights are
 already loaded) or started with ``subprocess.Popen`` (a fresh interpreter, nothing
 inherited but one end of a socket pair), in a session of its own so a terminal's Ctrl-C
 reaches only the front, which decides when workers stop. A worker asks the kernel to
@@ -31,10 +31,10 @@ from dataclasses import asdict
 from typing import Any
 
 from watchkeeper.logs import log_event
-from watchkeeper.messages import ExitCode, ModelSchema, WorkerSpec
-from watchkeeper.template_handle import TemplateHandle
-from watchkeeper.wire import ChannelClosed, encode_parts, read_message
-from watchkeeper.worker_memory import worker_environment
+from watchkeeper.protocol.messages import ExitCode, ModelSchema, WorkerSpec
+from watchkeeper.protocol.wire import ChannelClosed, encode_parts, read_message
+from watchkeeper.supervision.template_handle import TemplateHandle
+from watchkeeper.supervision.worker_env import worker_environment
 
 __all__ = ["ReplicaState", "Replica", "describe_exit"]
 

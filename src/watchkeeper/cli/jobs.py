@@ -2,7 +2,7 @@
 
 Runs in the user's shell, in the CLI process: a client of the server's jobs API over HTTP
 (httpx); it never imports the server. Its pure pieces (``NAME=VALUE`` values, the SSE parser,
-the progress bar) are in ``watchkeeper.cli_progress``. ``submit`` prints only the job id on
+the progress bar) are in ``watchkeeper.cli.progress``. ``submit`` prints only the job id on
 stdout, for scripts; ``wait`` follows the job's event stream (resuming with ``Last-Event-ID``
 when the connection drops, polling when there is no stream) and draws its progress on stderr.
 Exit codes: 0 succeeded, 1 failed, cancelled or refused, 2 bad arguments, server unreachable
@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 import httpx
 
-from watchkeeper.cli_progress import (
+from watchkeeper.cli.progress import (
     ProgressDisplay,
     SseEvent,
     SseParser,

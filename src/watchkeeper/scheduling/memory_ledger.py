@@ -4,7 +4,7 @@ Runs in the front process; pure bookkeeping, tested without processes.
 
 - A request's **ladder** is its params followed by the model's ``degrade`` steps, each
   with the model's ``estimate_memory`` (or None). The template process computes it
-  (``watchkeeper.template``); this module only reads it.
+  (``watchkeeper.worker.template``); this module only reads it.
 - :class:`Estimates` learns what each params shape really needs from the peaks workers
   report: it jumps up on a surprise (and on an out-of-memory error) and decays slowly.
 - :class:`Ledger` is one device's budget and what running batches have reserved of it.

@@ -1,7 +1,7 @@
 """Keeps one model's template process alive, so workers are forked instead of loaded.
 
 Runs in the front process, as one asyncio task per model. The keeper starts the template
-(``watchkeeper.template_handle``), waits for it to load the model, and hands it out to
+(``watchkeeper.supervision.template_handle``), waits for it to load the model, and hands it out to
 the supervisor for every worker start; when the template dies it starts another.
 
 - A template that fails to load counts as a load failure of the model
@@ -21,10 +21,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from watchkeeper import metrics
+from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.messages import WorkerSpec
-from watchkeeper.template_handle import TemplateHandle, TemplateState
+from watchkeeper.protocol.messages import WorkerSpec
+from watchkeeper.supervision.template_handle import TemplateHandle, TemplateState
 
 __all__ = ["TemplateKeeper", "MAX_TEMPLATE_DEATHS"]
 

@@ -15,8 +15,6 @@ from typing import Any
 
 import fastjsonschema
 
-from watchkeeper import metrics
-from watchkeeper.admission import Admission
 from watchkeeper.config import ModelConfig
 from watchkeeper.errors import (
     DeadlineExceeded,
@@ -25,15 +23,17 @@ from watchkeeper.errors import (
     WatchkeeperError,
     error_from_type,
 )
+from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.memory import Ledger, Ledgers, Rung, shape_key
-from watchkeeper.messages import ModelSchema
-from watchkeeper.prober import Prober
-from watchkeeper.quarantine import Quarantine
-from watchkeeper.replica import Replica, ReplicaState
-from watchkeeper.scheduler import Outcome, Pending, RunListener, Scheduler
-from watchkeeper.supervisor import ModelState, Supervisor
-from watchkeeper.template_handle import ForkError, TemplateState
+from watchkeeper.protocol.messages import ModelSchema
+from watchkeeper.scheduling.admission import Admission
+from watchkeeper.scheduling.memory_ledger import Ledger, Ledgers, Rung, shape_key
+from watchkeeper.scheduling.quarantine import Quarantine
+from watchkeeper.scheduling.scheduler import Outcome, Pending, RunListener, Scheduler
+from watchkeeper.supervision.prober import Prober
+from watchkeeper.supervision.supervisor import ModelState, Supervisor
+from watchkeeper.supervision.template_handle import ForkError, TemplateState
+from watchkeeper.supervision.worker_handle import Replica, ReplicaState
 
 __all__ = ["ModelService", "MAX_PLANS"]
 

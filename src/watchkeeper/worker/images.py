@@ -12,8 +12,8 @@ import re
 import numpy as np
 from PIL import Image, ImageOps
 
-from watchkeeper.contract import Blob
 from watchkeeper.errors import PayloadTooLarge
+from watchkeeper.protocol.blob import Blob
 
 __all__ = ["np", "ALLOWED_FORMATS", "MAX_PIXELS", "sniff_format", "decode", "png"]
 

@@ -1,7 +1,7 @@
 """The template process: a model loaded once, from which workers are forked.
 
-Runs in a model's template process, started by ``watchkeeper.template_handle`` as
-``python -m watchkeeper.template --fd N --parent-pid P --spec JSON``.
+Runs in a model's template process, started by ``watchkeeper.supervision.template_handle`` as
+``python -m watchkeeper.worker.template --fd N --parent-pid P --spec JSON``.
 
 It imports the app and runs ``setup`` (weights read and deserialised once), and never
 runs inference. Each ``ForkRequest`` forks a child that shares the loaded weights
@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from watchkeeper.contract import Model
 from watchkeeper.logs import configure_logging, log_event
-from watchkeeper.messages import (
+from watchkeeper.protocol.messages import (
     ChildExited,
     ExitCode,
     Forked,
@@ -52,18 +52,10 @@ from watchkeeper.messages import (
     TemplateReady,
     WorkerSpec,
 )
-from watchkeeper.wire import BlockingChannel
-from watchkeeper.worker import (
-    LoadError,
-    Worker,
-    describe_validation,
-    die_with_parent,
-    error_info,
-    load_model,
-    run_worker,
-    set_title,
-    start_process,
-)
+from watchkeeper.protocol.wire import BlockingChannel
+from watchkeeper.worker.loading import LoadError, load_model
+from watchkeeper.worker.loop import Worker, describe_validation, error_info, run_worker
+from watchkeeper.worker.process import die_with_parent, set_title, start_process
 
 __all__ = ["MAX_MESSAGE", "MAX_RUNGS", "Template", "fork_hazard", "main",
            "native_threads"]

@@ -5,7 +5,7 @@ Runs in the front process, on the event loop uvicorn runs. Nothing here blocks: 
 answers are assembled from state kept up to date by the supervisors, probers and the
 resource monitor, so they stay fast however busy the models are.
 
-Shutdown, in order (each step bounded; ``watchkeeper.front`` starts it on the first
+Shutdown, in order (each step bounded; ``watchkeeper.front.server`` starts it on the first
 signal): stop taking requests and jobs; let accepted requests and running jobs finish
 within ``grace_period_s``; fail what is left with 503 (jobs go back to the queue of the
 store, to run after the restart); stop the workers (Stop, then SIGKILL after
@@ -19,14 +19,14 @@ import logging
 import time
 from typing import Any
 
-from watchkeeper import health
 from watchkeeper.config import Config
 from watchkeeper.errors import NotFound
+from watchkeeper.front import health
+from watchkeeper.front.resources import ResourceMonitor, free_device_bytes, resource_status
+from watchkeeper.front.service import ModelService
 from watchkeeper.jobs.runner import JobRunner
 from watchkeeper.logs import log_event
-from watchkeeper.memory import Ledgers
-from watchkeeper.resources import ResourceMonitor, free_device_bytes, resource_status
-from watchkeeper.service import ModelService
+from watchkeeper.scheduling.memory_ledger import Ledgers
 
 __all__ = ["Runtime"]
 

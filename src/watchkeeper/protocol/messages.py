@@ -3,7 +3,7 @@
 Frozen dataclasses without ``__slots__``: those pickle and unpickle in C, several times
 faster than slotted ones (whose state goes through Python-level helpers).
 
-Imported by both processes. Every message is a frozen dataclass; ``watchkeeper.wire`` frames
+Imported by both processes. Every message is a frozen dataclass; ``watchkeeper.protocol.wire`` frames
 and pickles them over one socket per worker. The conversation of one worker::
 
     worker                                   front
@@ -17,7 +17,7 @@ and pickles them over one socket per worker. The conversation of one worker::
       |-- Heartbeat() ------------------------>|   every heartbeat_interval_s while idle
       |<-------------- Stop() -----------------|   finish, then exit 0
 
-A model's template process (``watchkeeper.template``) talks on its own socket::
+A model's template process (``watchkeeper.worker.template``) talks on its own socket::
 
     template                                 front
       |-- TemplateReady(fork_hazard, plans) -->|   or LoadFailed, then exit 3/4

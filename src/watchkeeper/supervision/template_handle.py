@@ -1,6 +1,6 @@
 """A model's template process, seen from the front: start it, ask it to fork workers.
 
-Runs in the front process, on its event loop. The template (``watchkeeper.template``)
+Runs in the front process, on its event loop. The template (``watchkeeper.worker.template``)
 loads the model once; each :meth:`TemplateHandle.fork` hands it one end of a new worker's
 socket and gets back the pid of a child that is already past the import and the weight
 load. Children are the template's, so it reports their exit codes (``ChildExited``); the
@@ -29,7 +29,7 @@ from dataclasses import asdict
 from typing import Any
 
 from watchkeeper.logs import log_event
-from watchkeeper.messages import (
+from watchkeeper.protocol.messages import (
     ChildExited,
     Forked,
     ForkFailed,
@@ -40,7 +40,7 @@ from watchkeeper.messages import (
     TemplateReady,
     WorkerSpec,
 )
-from watchkeeper.worker_memory import worker_environment
+from watchkeeper.supervision.worker_env import worker_environment
 
 __all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S", "PLAN_TIMEOUT_S"]
 
@@ -92,7 +92,7 @@ class TemplateHandle:
     async def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            command = [sys.executable, "-m", "watchkeeper.template", "--fd", str(theirs.fileno()),
+            command = [sys.executable, "-m", "watchkeeper.worker.template", "--fd", str(theirs.fileno()),
                        "--parent-pid", str(os.getpid()), "--spec", json.dumps(asdict(self.spec))]
             self._proc = subprocess.Popen(
                 command + (["--plan-only"] if self.plan_only else []),

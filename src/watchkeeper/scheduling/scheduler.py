@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from watchkeeper.admission import Admission, degraded_info
 from watchkeeper.errors import (
     BadInput,
     Cancelled,
@@ -44,10 +43,11 @@ from watchkeeper.errors import (
     WorkerCrashed,
     error_from_type,
 )
-from watchkeeper.memory import Rung
-from watchkeeper.messages import BatchDone, Cancel, Item, ProbeDone, Progress, RunBatch, RunProbe
-from watchkeeper.quarantine import Quarantine, fingerprint
-from watchkeeper.replica import Replica, ReplicaState
+from watchkeeper.protocol.messages import BatchDone, Cancel, Item, ProbeDone, Progress, RunBatch, RunProbe
+from watchkeeper.scheduling.admission import Admission, degraded_info
+from watchkeeper.scheduling.memory_ledger import Rung
+from watchkeeper.scheduling.quarantine import Quarantine, fingerprint
+from watchkeeper.supervision.worker_handle import Replica, ReplicaState
 
 __all__ = ["Kind", "Pending", "Outcome", "InFlight", "RunListener", "take_batch", "Scheduler"]
 

@@ -2,7 +2,7 @@
 the progress bar and its display.
 
 Runs in the user's shell, in the CLI process (the CLI talks to the server over HTTP only;
-see ``watchkeeper.cli_jobs``). Nothing here does I/O except :class:`ProgressDisplay`, which
+see ``watchkeeper.cli.jobs``). Nothing here does I/O except :class:`ProgressDisplay`, which
 writes to the stream it is given: every piece can be tested without a server or a network.
 """
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from watchkeeper.contract import no_progress
 from watchkeeper.errors import Cancelled
-from watchkeeper.messages import Cancel, Progress
-from watchkeeper.wire import BlockingChannel
+from watchkeeper.protocol.messages import Cancel, Progress
+from watchkeeper.protocol.wire import BlockingChannel
 
 __all__ = ["MAX_MESSAGE_CHARS", "MIN_INTERVAL_S", "ProgressReporter", "no_progress", "takes_progress"]
 

@@ -271,7 +271,7 @@ class ResourceMonitor:
             return
         loop = asyncio.get_running_loop()
         self._refresh_sync()
-        self._task = loop.create_task(self._run(), name="watchkeeper.resources")
+        self._task = loop.create_task(self._run(), name="watchkeeper.front.resources")
 
     async def stop(self) -> None:
         """Stop refreshing; the last snapshot stays readable. A reading in flight is abandoned."""

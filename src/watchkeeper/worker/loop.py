@@ -1,12 +1,12 @@
 """The worker process: loads one model once, warms it up, then serves batches.
 
-Runs in a worker process, started by ``watchkeeper.replica`` as
+Runs in a worker process, started by ``watchkeeper.supervision.worker_handle`` as
 ``python -m watchkeeper.worker --fd N --parent-pid P --spec JSON``.
 
 Threads: one. Everything happens in the main loop below, so the loop turn *is* the
 heartbeat: while idle the worker sends ``Heartbeat`` every ``heartbeat_interval_s``; while
 a batch runs it sends nothing and the front's per-request deadline is the watchdog, unless
-the model reports progress (``watchkeeper.worker_progress``): then each report is a
+the model reports progress (``watchkeeper.worker.progress``): then each report is a
 heartbeat too, and the same report is where a ``Cancel`` from the front is noticed.
 
 State: the model instance and its pydantic classes. Nothing survives the process.
@@ -21,34 +21,26 @@ warm-up fails, 4 when the app cannot be imported.
 
 from __future__ import annotations
 
-import argparse
-import ctypes
 import functools
-import importlib
-import json
 import logging
 import os
-import signal
-import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from watchkeeper.contract import Example, Model
 from watchkeeper.errors import InvalidInput, ModelError, WatchkeeperError
-from watchkeeper.logs import configure_logging, log_event
-from watchkeeper.messages import (
+from watchkeeper.logs import log_event
+from watchkeeper.protocol.messages import (
     BatchDone,
     ErrorInfo,
     ExitCode,
     Heartbeat,
     Item,
     ItemResult,
-    LoadFailed,
     ModelSchema,
     ProbeDone,
     Ready,
@@ -57,9 +49,9 @@ from watchkeeper.messages import (
     Stop,
     WorkerSpec,
 )
-from watchkeeper.profiles import Profile, choose_profile, narrow_schema, violations
-from watchkeeper.wire import BlockingChannel, ChannelClosed
-from watchkeeper.worker_memory import (
+from watchkeeper.protocol.wire import BlockingChannel, ChannelClosed
+from watchkeeper.worker.loading import LoadError, load_model, timed_stage
+from watchkeeper.worker.memory import (
     PeakMeter,
     apply_limit,
     is_out_of_memory,
@@ -67,45 +59,13 @@ from watchkeeper.worker_memory import (
     release_memory,
     rss_bytes,
 )
-from watchkeeper.worker_progress import ProgressCallback, ProgressReporter, no_progress, takes_progress
+from watchkeeper.worker.profiles import Profile, choose_profile, narrow_schema, violations
+from watchkeeper.worker.progress import ProgressCallback, ProgressReporter, no_progress, takes_progress
 
-__all__ = ["LoadError", "Worker", "describe_validation", "die_with_parent", "error_info",
-           "import_app", "limit_threads", "load_model", "main", "resolve_device", "run_worker",
-           "set_title", "start_process"]
+__all__ = ["Worker", "describe_validation", "device_memory_gb", "error_info", "run_worker"]
+
 
 log = logging.getLogger("watchkeeper.worker")
-
-_PR_SET_PDEATHSIG = 1
-#: Workers run slightly below the front so health answers stay fast when inference saturates the CPU.
-WORKER_NICENESS = 5
-
-
-class LoadError(Exception):
-    """Loading failed at ``stage``; the worker reports it and exits."""
-
-    def __init__(self, stage: str, exit_code: ExitCode) -> None:
-        super().__init__(stage)
-        self.stage = stage
-        self.exit_code = exit_code
-
-
-def import_app(path: str) -> type[Model]:
-    """Import ``package.module:ClassName`` and check it is a Model subclass."""
-    module_name, _, attr = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
-    if not (isinstance(cls, type) and issubclass(cls, Model)):
-        raise TypeError(f"{path} is not a watchkeeper.Model subclass")
-    return cls
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` means the first GPU when the model's code has torch and CUDA, else cpu."""
-    if requested != "auto":
-        return requested
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        return "cuda:0"
-    return "cpu"
 
 
 def describe_validation(where: str, exc: ValidationError, cls: type[BaseModel]) -> InvalidInput:
@@ -125,43 +85,6 @@ def error_info(exc: BaseException) -> ErrorInfo:
     if isinstance(exc, WatchkeeperError):
         return ErrorInfo(exc.type, exc.message, exc.details, exc.suggestion or None)
     return ErrorInfo(ModelError.type, f"{type(exc).__name__}: {exc}")
-
-
-Report = Callable[[Any], None]
-
-
-def _timed(timings: dict[str, float], stage: str, code: ExitCode, report: Report,
-           fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one start-up stage; on failure report LoadFailed and raise LoadError."""
-    start = time.perf_counter()
-    try:
-        result = fn(*args)
-    except Exception as exc:
-        report(LoadFailed(stage, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-        log_event(log, "worker.load_failed", logging.ERROR, stage=stage, error=str(exc))
-        raise LoadError(stage, code) from exc
-    timings[stage] = round((time.perf_counter() - start) * 1000, 2)
-    return result
-
-
-def load_model(spec: WorkerSpec, timings: dict[str, float], report: Report,
-               set_up: bool = True) -> tuple[Model, str]:
-    """Import the app and (unless ``set_up`` is False) set the model up on its device."""
-    cls = _timed(timings, "import", ExitCode.APP_NOT_FOUND, report, import_app, spec.app)
-    limit_threads(spec.threads)
-    stage = _set_up if set_up else _construct
-    return _timed(timings, "setup", ExitCode.LOAD_FAILED, report, stage, cls, spec.device)  # type: ignore[no-any-return]
-
-
-def _set_up(cls: type[Model], requested_device: str) -> tuple[Model, str]:
-    model = cls()
-    device = resolve_device(requested_device)
-    model.setup(device)
-    return model, device
-
-
-def _construct(cls: type[Model], requested_device: str) -> tuple[Model, str]:
-    return cls(), requested_device
 
 
 class Worker:
@@ -186,7 +109,7 @@ class Worker:
         if self.model is None:
             self.model, self.device = load_model(self.spec, timings, self.channel.send)
             self.meter = PeakMeter(self.device)
-        _timed(timings, "warmup", ExitCode.LOAD_FAILED, self.channel.send, self._warm_up)
+        timed_stage(timings, "warmup", ExitCode.LOAD_FAILED, self.channel.send, self._warm_up)
         apply_limit(self.spec.memory_limit_mb)
         self.rss_at_ready = rss_bytes()
         return timings
@@ -361,38 +284,6 @@ def device_memory_gb(device: str) -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
-def limit_threads(threads: int) -> None:
-    """Cap the maths libraries' thread pools (set before import; torch told again after)."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
-
-
-def set_title(role: str, spec: WorkerSpec) -> None:
-    """Name the process for ps/top: ``watchkeeper worker embed#0`` (forked ones too)."""
-    title = f"watchkeeper {role} {spec.model}" + (f"#{spec.replica}" if spec.replica >= 0 else "")
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(title)
-    except ImportError:  # optional: ps then shows the interpreter's command line
-        pass
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGKILL us when the front dies; exit now if it already has."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: end of stream on the socket still ends the worker
-    if os.getppid() != parent_pid:
-        os._exit(ExitCode.OK)
-
-
 def run_worker(worker: Worker, timings: dict[str, float] | None = None) -> int:
     """Load (or only warm up), say Ready, serve until Stop; the process's exit code."""
     try:
@@ -404,31 +295,3 @@ def run_worker(worker: Worker, timings: dict[str, float] | None = None) -> int:
         return exc.exit_code
     except ChannelClosed:
         return ExitCode.OK
-
-
-def start_process(role: str, argv: Sequence[str] | None) -> tuple[argparse.Namespace, WorkerSpec]:
-    """What a worker or template process does first: parent watch, signals, threads, logs."""
-    parser = argparse.ArgumentParser(prog=f"watchkeeper.{role}")
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--parent-pid", type=int, required=True)
-    parser.add_argument("--spec", required=True)
-    parser.add_argument("--plan-only", action="store_true", help="template: never call setup()")
-    args = parser.parse_args(argv)
-    die_with_parent(args.parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the front decides when workers stop
-    os.nice(WORKER_NICENESS)  # under CPU contention the front (health, routing) goes first
-    spec = WorkerSpec(**json.loads(args.spec))
-    limit_threads(spec.threads)
-    configure_logging(spec.log_level, process=role, model=spec.model, replica=spec.replica)
-    set_title(role, spec)
-    return args, spec
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args, spec = start_process("worker", argv)
-    channel = BlockingChannel(socket.socket(fileno=args.fd))
-    return run_worker(Worker(spec, channel))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from watchkeeper import metrics
 from watchkeeper.errors import WatchkeeperError
+from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.messages import ProbeDone
-from watchkeeper.scheduler import Kind, Pending, Scheduler
-from watchkeeper.supervisor import Supervisor
+from watchkeeper.protocol.messages import ProbeDone
+from watchkeeper.scheduling.scheduler import Kind, Pending, Scheduler
+from watchkeeper.supervision.supervisor import Supervisor
 
 __all__ = ["ProbeResult", "Prober", "FAILURES_TO_UNREADY", "RETRY_INTERVAL_S"]
 

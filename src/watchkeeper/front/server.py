@@ -26,8 +26,8 @@ from types import FrameType
 import uvicorn
 
 from watchkeeper.config import Config
-from watchkeeper.http import create_app
-from watchkeeper.runtime import Runtime
+from watchkeeper.front.runtime import Runtime
+from watchkeeper.http.app import create_app
 
 __all__ = ["FrontServer", "UVICORN_GRACE_MARGIN_S", "run_front"]
 

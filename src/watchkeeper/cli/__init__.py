@@ -1,0 +1,3 @@
+"""The ``watchkeeper`` command line."""
+
+__all__: list[str] = []

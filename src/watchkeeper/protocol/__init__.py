@@ -1,0 +1,3 @@
+"""What crosses the sockets between the front and its worker processes."""
+
+__all__: list[str] = []
