@@ -14,10 +14,10 @@ from typing import Any, cast
 import pytest
 
 from watchkeeper.errors import OutOfMemory
-from watchkeeper.scheduling.admission import Admission, degraded_info
+from watchkeeper.scheduling.admission import Admission
 from watchkeeper.scheduling.memory_ledger import SURPRISE_MARGIN, Ledger, Rung
-from watchkeeper.scheduling.scheduler import Pending
-from watchkeeper.supervision.worker_handle import Replica
+from watchkeeper.scheduling.pending import MemoryPlan, Pending
+from watchkeeper.supervision.worker_handle import WorkerHandle
 
 MB = 2**20
 BIG, MID, SMALL = {"size": 1024}, {"size": 768}, {"size": 512}
@@ -31,9 +31,9 @@ class StandInReplica:
         self.device = device
 
 
-def stand_in(index: int = 0) -> Replica:
-    """A stand-in typed as the Replica that Admission only passes to ``ledger_for``."""
-    return cast(Replica, StandInReplica(index))
+def stand_in(index: int = 0) -> WorkerHandle:
+    """A stand-in typed as the WorkerHandle that Admission only passes to ``ledger_for``."""
+    return cast(WorkerHandle, StandInReplica(index))
 
 
 MakePending = Callable[..., Pending]
@@ -45,13 +45,13 @@ def make(loop: asyncio.AbstractEventLoop) -> MakePending:
              deadline: float = 1e12, rung: int = 0) -> Pending:
         ladder = [Rung(params, estimate) for params, estimate in rungs]
         return Pending(model="m", request_id="r", inputs={}, params=ladder[0].params,
-                       deadline=deadline, future=loop.create_future(), ladder=ladder,
-                       allow_degrade=allow_degrade, rung=rung)
+                       deadline=deadline, future=loop.create_future(),
+                       memory=MemoryPlan(ladder, allow_degrade, rung))
 
     return make
 
 
-def gate(ledger: Ledger | None) -> tuple[Admission, Replica]:
+def gate(ledger: Ledger | None) -> tuple[Admission, WorkerHandle]:
     replica = stand_in()
     ledgers = {id(replica): ledger}
     return Admission("m", lambda r: ledgers[id(r)]), replica
@@ -73,9 +73,9 @@ def test_rung_zero_when_it_fits(make: MakePending) -> None:
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     pending = make(*ladder3())
     assert admission.admit(replica, pending, 0) == 800 * MB
-    assert (pending.chosen, pending.need) == (0, 800 * MB)
-    assert pending.degrade_reason is None
-    assert pending.run_params == BIG
+    assert (pending.memory.chosen, pending.memory.need) == (0, 800 * MB)
+    assert pending.memory.degrade_reason is None
+    assert pending.memory.run_params == BIG
 
 
 def test_degrades_to_first_fitting_rung(make: MakePending) -> None:
@@ -84,9 +84,9 @@ def test_degrades_to_first_fitting_rung(make: MakePending) -> None:
     admission, replica = gate(ledger)
     pending = make(*ladder3())
     assert admission.admit(replica, pending, 0) == 400 * MB
-    assert (pending.chosen, pending.need) == (1, 400 * MB)
-    assert pending.run_params == MID
-    reason = pending.degrade_reason
+    assert (pending.memory.chosen, pending.memory.need) == (1, 400 * MB)
+    assert pending.memory.run_params == MID
+    reason = pending.memory.degrade_reason
     assert reason is not None
     assert "cuda:0" in reason
     assert "size=1024" in reason
@@ -101,9 +101,9 @@ def test_first_degrade_reason_is_kept(make: MakePending) -> None:
     ledger.reserve(1, 500 * MB)
     admission, replica = gate(ledger)
     pending = make(*ladder3())
-    pending.degrade_reason = "out of memory at {'size': 1024}"
+    pending.memory.degrade_reason = "out of memory at {'size': 1024}"
     admission.admit(replica, pending, 0)
-    assert pending.degrade_reason == "out of memory at {'size': 1024}"
+    assert pending.memory.degrade_reason == "out of memory at {'size': 1024}"
 
 
 def test_nothing_fits_waits(make: MakePending) -> None:
@@ -113,7 +113,7 @@ def test_nothing_fits_waits(make: MakePending) -> None:
     pending = make(*ladder3())
     assert admission.admit(replica, pending, 0) is None
     assert pending.open
-    assert (pending.chosen, pending.need) == (0, 0)
+    assert (pending.memory.chosen, pending.memory.need) == (0, 0)
 
 
 def test_without_degrade_a_smaller_rung_is_not_used(make: MakePending) -> None:
@@ -129,7 +129,7 @@ def test_starts_at_the_pending_rung(make: MakePending) -> None:
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     pending = make(*ladder3(), rung=1)
     assert admission.admit(replica, pending, 0) == 400 * MB
-    assert pending.chosen == 1
+    assert pending.memory.chosen == 1
 
 
 def test_used_in_batch_is_counted(make: MakePending) -> None:
@@ -137,7 +137,7 @@ def test_used_in_batch_is_counted(make: MakePending) -> None:
     assert admission.admit(replica, make(*ladder3()), 0) == 800 * MB
     second = make(*ladder3())
     assert admission.admit(replica, second, 800 * MB) == 100 * MB
-    assert second.chosen == 2
+    assert second.memory.chosen == 2
     third = make(*ladder3())
     assert admission.admit(replica, third, 950 * MB) is None
     assert third.open
@@ -216,7 +216,7 @@ def test_learned_need_caps_at_budget_so_the_request_waits_to_run_alone(make: Mak
     ledger = Ledger("cuda:0", 1000 * MB)
     admission, replica = gate(ledger)
     pending = make((BIG, None))
-    admission.estimates.raise_to(pending.ladder[0].key, 5000 * MB)
+    admission.estimates.raise_to(pending.memory.ladder[0].key, 5000 * MB)
     assert admission.admit(replica, pending, 0) == 1000 * MB
     waiting = make((BIG, None))
     assert admission.admit(replica, waiting, 1 * MB) is None
@@ -230,8 +230,8 @@ def test_no_ledger_admits_at_no_cost_and_keeps_the_rung(make: MakePending) -> No
     admission, replica = gate(None)
     pending = make(*ladder3(), rung=1)
     assert admission.admit(replica, pending, 10**15) == 0
-    assert (pending.chosen, pending.need) == (1, 0)
-    assert pending.degrade_reason is None
+    assert (pending.memory.chosen, pending.memory.need) == (1, 0)
+    assert pending.memory.degrade_reason is None
     assert admission.budget is None
 
 
@@ -277,7 +277,7 @@ def test_check_submit_never_refuses_on_a_learned_need(make: MakePending) -> None
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     admission.admit(replica, make((SMALL, 1 * MB)), 0)
     pending = make((BIG, None))
-    admission.estimates.raise_to(pending.ladder[0].key, 10**15)
+    admission.estimates.raise_to(pending.memory.ladder[0].key, 10**15)
     admission.check_submit(pending)
 
 
@@ -349,17 +349,17 @@ def test_observe_shares_the_peak_among_the_batch(make: MakePending) -> None:
     admission, _ = gate(None)
     a, b = make((BIG, None)), make((SMALL, None))
     admission.observe([a, b], 2000 * MB)
-    assert admission.estimates.get(a.ladder[0].key) == int(1000 * MB * SURPRISE_MARGIN)
-    assert admission.estimates.get(b.ladder[0].key) == int(1000 * MB * SURPRISE_MARGIN)
+    assert admission.estimates.get(a.memory.ladder[0].key) == int(1000 * MB * SURPRISE_MARGIN)
+    assert admission.estimates.get(b.memory.ladder[0].key) == int(1000 * MB * SURPRISE_MARGIN)
 
 
 def test_observe_learns_the_chosen_rung(make: MakePending) -> None:
     admission, _ = gate(None)
     pending = make(*ladder3())
-    pending.chosen = 2
+    pending.memory.chosen = 2
     admission.observe([pending], 50 * MB)
-    assert admission.estimates.get(pending.ladder[2].key) == int(50 * MB * SURPRISE_MARGIN)
-    assert admission.estimates.get(pending.ladder[0].key) == 0
+    assert admission.estimates.get(pending.memory.ladder[2].key) == int(50 * MB * SURPRISE_MARGIN)
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 0
 
 
 def test_observe_without_a_peak_learns_nothing(make: MakePending) -> None:
@@ -367,7 +367,7 @@ def test_observe_without_a_peak_learns_nothing(make: MakePending) -> None:
     pending = make((BIG, None))
     admission.observe([pending], None)
     admission.observe([], 100)
-    assert admission.estimates.get(pending.ladder[0].key) == 0
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 0
 
 
 def test_out_of_memory_raises_the_need_above_what_was_free(make: MakePending) -> None:
@@ -375,7 +375,7 @@ def test_out_of_memory_raises_the_need_above_what_was_free(make: MakePending) ->
     admission, replica = gate(ledger)
     pending = make((BIG, None))
     admission.out_of_memory(replica, pending, {}, 1)
-    assert admission.estimates.get(pending.ladder[0].key) > ledger.free
+    assert admission.estimates.get(pending.memory.ladder[0].key) > ledger.free
 
 
 def test_out_of_memory_in_a_batch_uses_the_share_of_free(make: MakePending) -> None:
@@ -383,37 +383,37 @@ def test_out_of_memory_in_a_batch_uses_the_share_of_free(make: MakePending) -> N
     admission, replica = gate(ledger)
     pending = make((BIG, None))
     admission.out_of_memory(replica, pending, {}, 4)
-    assert admission.estimates.get(pending.ladder[0].key) == 250 * MB + 1
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 250 * MB + 1
 
 
 def test_out_of_memory_uses_the_reported_peak(make: MakePending) -> None:
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     pending = make((BIG, None))
     admission.out_of_memory(replica, pending, {"peak_bytes": 6000 * MB}, 2)
-    assert admission.estimates.get(pending.ladder[0].key) == 3000 * MB
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 3000 * MB
 
 
 def test_out_of_memory_raises_the_estimate_by_half(make: MakePending) -> None:
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     pending = make((BIG, 800 * MB))
     admission.out_of_memory(replica, pending, {}, 1)
-    assert admission.estimates.get(pending.ladder[0].key) == 1200 * MB
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 1200 * MB
 
 
 def test_out_of_memory_learns_the_chosen_rung(make: MakePending) -> None:
     admission, replica = gate(Ledger("cuda:0", 1000 * MB))
     pending = make(*ladder3())
-    pending.chosen = 1
+    pending.memory.chosen = 1
     admission.out_of_memory(replica, pending, {}, 1)
-    assert admission.estimates.get(pending.ladder[1].key) == 1000 * MB + 1
-    assert admission.estimates.get(pending.ladder[0].key) == 0
+    assert admission.estimates.get(pending.memory.ladder[1].key) == 1000 * MB + 1
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 0
 
 
 def test_out_of_memory_without_ledger_still_raises(make: MakePending) -> None:
     admission, replica = gate(None)
     pending = make((BIG, None))
     admission.out_of_memory(replica, pending, {}, 1)
-    assert admission.estimates.get(pending.ladder[0].key) == 1
+    assert admission.estimates.get(pending.memory.ladder[0].key) == 1
 
 
 # --- the replica's ledger --------------------------------------------------------------
@@ -440,11 +440,11 @@ def test_describe_lists_each_ledger_once() -> None:
     assert admission.describe([a, b]) == [shared.to_dict()]
 
 
-# --- degraded_info ---------------------------------------------------------------------
+# --- MemoryPlan.degraded -------------------------------------------------------------------
 
 
 def test_degraded_info_is_none_at_rung_zero(make: MakePending) -> None:
-    assert degraded_info(make(*ladder3())) is None
+    assert make(*ladder3()).memory.degraded() is None
 
 
 def test_degraded_info_names_from_to_and_reason(make: MakePending) -> None:
@@ -452,15 +452,15 @@ def test_degraded_info_names_from_to_and_reason(make: MakePending) -> None:
     admission.reserve(replica, 1, 500 * MB)
     pending = make(*ladder3())
     admission.admit(replica, pending, 0)
-    info = degraded_info(pending)
+    info = pending.memory.degraded()
     assert info is not None
     assert info["from"] == BIG
     assert info["to"] == MID
-    assert info["reason"] == pending.degrade_reason
+    assert info["reason"] == pending.memory.degrade_reason
 
 
 def test_degraded_info_without_a_reason(make: MakePending) -> None:
     pending = make(*ladder3())
-    pending.chosen = 2
-    assert degraded_info(pending) == {"from": BIG, "to": SMALL,
+    pending.memory.chosen = 2
+    assert pending.memory.degraded() == {"from": BIG, "to": SMALL,
                                       "reason": "out of memory at the larger params"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from watchkeeper.front.health import SERVING_STATES, http_status, is_ready, overall_status
+from watchkeeper.front.health import SERVING_STATES, is_ready, overall_status
+from watchkeeper.http.health import health_status
 
 
 def test_serving_states() -> None:
@@ -53,4 +54,4 @@ def test_overall_status(
 
 @pytest.mark.parametrize(("status", "code"), [("ok", 200), ("degraded", 200), ("fail", 503)])
 def test_http_status(status: str, code: int) -> None:
-    assert http_status(status) == code
+    assert health_status(status) == code

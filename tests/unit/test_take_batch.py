@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from watchkeeper.scheduling.scheduler import Kind, Pending, take_batch
+from watchkeeper.scheduling.batching import take_batch
+from watchkeeper.scheduling.pending import Kind, Pending
 
 MakePending = Callable[..., Pending]
 
@@ -208,7 +209,7 @@ def test_a_request_failed_by_admit_is_dropped(make: MakePending) -> None:
 
 def test_batch_cap_limits_the_batch_it_joins(make: MakePending) -> None:
     capped = make("capped")
-    capped.batch_cap = 2
+    capped.memory.batch_cap = 2
     queue = deque([make("a"), capped, make("b"), make("c")])
     assert ids(take_batch(queue, 8)) == ["a", "capped"]
     assert ids(queue) == ["b", "c"]
@@ -216,7 +217,7 @@ def test_batch_cap_limits_the_batch_it_joins(make: MakePending) -> None:
 
 def test_batch_cap_at_the_head_limits_the_batch(make: MakePending) -> None:
     capped = make("capped")
-    capped.batch_cap = 2
+    capped.memory.batch_cap = 2
     queue = deque([capped, make("a"), make("b")])
     assert ids(take_batch(queue, 8, Admitter(100, {}))) == ["capped", "a"]
     assert ids(queue) == ["b"]
@@ -224,7 +225,7 @@ def test_batch_cap_at_the_head_limits_the_batch(make: MakePending) -> None:
 
 def test_item_whose_cap_is_reached_stays_queued(make: MakePending) -> None:
     capped = make("capped")
-    capped.batch_cap = 2
+    capped.memory.batch_cap = 2
     queue = deque([make("a"), make("b"), capped, make("c")])
     assert ids(take_batch(queue, 8)) == ["a", "b"]
     assert ids(queue) == ["capped", "c"]
@@ -233,7 +234,7 @@ def test_item_whose_cap_is_reached_stays_queued(make: MakePending) -> None:
 
 def test_batch_cap_one_goes_alone(make: MakePending) -> None:
     capped = make("capped")
-    capped.batch_cap = 1
+    capped.memory.batch_cap = 1
     queue = deque([make("a"), capped, make("b")])
     assert ids(take_batch(queue, 8)) == ["a"]
     assert ids(take_batch(queue, 8)) == ["capped"]
@@ -242,7 +243,7 @@ def test_batch_cap_one_goes_alone(make: MakePending) -> None:
 
 def test_batch_cap_never_raises_max_size(make: MakePending) -> None:
     capped = make("capped")
-    capped.batch_cap = 4
+    capped.memory.batch_cap = 4
     queue = deque([capped, make("a"), make("b")])
     assert ids(take_batch(queue, 2)) == ["capped", "a"]
 

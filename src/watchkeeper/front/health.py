@@ -2,14 +2,15 @@
 
 A model counts as serving when it is ``ready`` or ``degraded`` (some replicas are being
 replaced, at least one is ready). ``/readyz`` needs every model serving; ``/health`` says
-``ok``, ``degraded`` (serving, but something is off) or ``fail`` (answered with 503).
+``ok``, ``degraded`` (serving, but something is off) or ``fail``; the HTTP layer
+(``http.health``) turns these verdicts into status codes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["SERVING_STATES", "is_ready", "overall_status", "http_status"]
+__all__ = ["SERVING_STATES", "is_ready", "overall_status"]
 
 SERVING_STATES = frozenset({"ready", "degraded"})
 
@@ -33,7 +34,3 @@ def overall_status(
     if busy or any(s != "ready" for s in model_states.values()):
         return "degraded"
     return "ok"
-
-
-def http_status(status: str) -> int:
-    return 503 if status == "fail" else 200

@@ -6,17 +6,24 @@ The metrics live in a private :data:`REGISTRY`, not prometheus_client's global o
 importing a library that registers its own metrics cannot change what ``/metrics`` shows;
 :func:`render` is that endpoint's body.
 
-Label values used across the project:
+Other modules record through the functions below, never through ``.labels()`` (a test
+checks): each label whose values are a closed set is checked against the tuple that lists
+them, so a new value is declared here first.
 
-- ``status``: the HTTP status code as a string (``"200"``, ``"503"``).
-- ``state`` of a model or replica: the names of the model and replica state enums.
-- ``reason`` of a worker restart: one of :data:`RESTART_REASONS`.
-- ``phase`` of start-up: one of :data:`STARTUP_PHASES`.
+- ``status``: the HTTP status code, one of :data:`HTTP_STATUSES` (the ``http`` package
+  chooses it; a test checks its table against this list).
+- ``state`` of a model, a replica or a job: :data:`MODEL_STATES`, :data:`REPLICA_STATES`,
+  :data:`JOB_STATES` (tests check them against the enums).
+- ``reason`` of a worker restart: :data:`RESTART_REASONS`; of a job requeue:
+  :data:`REQUEUE_REASONS`.
+- ``phase`` of start-up: :data:`STARTUP_PHASES`.
+- ``model`` and ``replica``: the configured names and replica indexes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -29,6 +36,22 @@ from prometheus_client import (
 )
 
 __all__ = [
+    "HTTP_STATUSES",
+    "JOB_STATES",
+    "MODEL_STATES",
+    "REPLICA_STATES",
+    "REQUEUE_REASONS",
+    "ModelRequests",
+    "count_job_finished",
+    "count_job_requeued",
+    "count_job_submitted",
+    "count_restart",
+    "requests_of",
+    "set_jobs",
+    "set_model",
+    "set_probe",
+    "set_startup",
+    "set_worker_rss",
     "INFERENCE_SECONDS",
     "JOBS",
     "JOBS_FINISHED_TOTAL",
@@ -65,14 +88,26 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0,
 )  # fmt: skip
 
-#: Why the supervisor replaced a worker (``reason`` label of WORKER_RESTARTS_TOTAL).
+#: Why the supervisor replaced a worker (``reason`` label of WORKER_RESTARTS_TOTAL): a
+#: crash, a load failure, or a kill (``supervision.kill_reasons.KillReason``) it restarts after.
 RESTART_REASONS: tuple[str, ...] = (
-    "crash", "deadline", "heartbeat", "probe", "load_failed", "load_timeout", "operator", "oom",
+    "crash", "load_failed", "deadline", "heartbeat", "probe", "load_timeout", "operator", "oom",
     "cancel",
 )  # fmt: skip
-
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
 STARTUP_PHASES: tuple[str, ...] = ("import", "setup", "fork", "warmup")
+#: HTTP statuses a predict request is answered with (``status`` label of REQUESTS_TOTAL).
+HTTP_STATUSES: tuple[str, ...] = (
+    "200", "400", "404", "405", "409", "413", "422", "429", "500", "502", "503", "504",
+)  # fmt: skip
+#: States of a model, a replica and a job (``state`` labels).
+MODEL_STATES: tuple[str, ...] = (
+    "starting", "ready", "degraded", "recovering", "unready", "failed", "stopping",
+)  # fmt: skip
+REPLICA_STATES: tuple[str, ...] = ("starting", "ready", "busy", "stopping", "dead")
+JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+#: Why a job's run is to be run again (``reason`` label of JOBS_REQUEUED_TOTAL).
+REQUEUE_REASONS: tuple[str, ...] = ("server_stopped", "worker_died")
 
 _P = "watchkeeper_"
 
@@ -149,6 +184,99 @@ JOB_DURATION_SECONDS = Histogram(
     _P + "job_duration_seconds", "Time from a job's submit to its final state, by model.",
     ("model",), buckets=LATENCY_BUCKETS + (300.0, 600.0, 1800.0, 3600.0), registry=REGISTRY,
 )  # fmt: skip
+
+
+def _checked(value: str, allowed: tuple[str, ...], label: str) -> str:
+    """``value`` if this module declares it for ``label``; a ValueError (a bug) if not."""
+    if value not in allowed:
+        raise ValueError(f"undeclared {label} label value {value!r} (declared: {allowed})")
+    return value
+
+
+class ModelRequests:
+    """One model's request metrics, their label lookups done once (the predict hot path)."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._answered: dict[int, Any] = {}
+        self._request_seconds = REQUEST_DURATION_SECONDS.labels(model)
+        self._inference_seconds = INFERENCE_SECONDS.labels(model)
+        self._queue_wait_seconds = QUEUE_WAIT_SECONDS.labels(model)
+
+    def answered(self, status: int, seconds: float) -> None:
+        """A request was answered with ``status`` after ``seconds``."""
+        counter = self._answered.get(status)
+        if counter is None:
+            counter = REQUESTS_TOTAL.labels(self.model, _checked(str(status), HTTP_STATUSES, "status"))
+            self._answered[status] = counter
+        counter.inc()
+        self._request_seconds.observe(seconds)
+
+    def ran(self, queue_s: float, inference_s: float) -> None:
+        """A request waited ``queue_s`` for a worker, then ran for ``inference_s``."""
+        self._queue_wait_seconds.observe(queue_s)
+        self._inference_seconds.observe(inference_s)
+
+
+_REQUESTS: dict[str, ModelRequests] = {}
+
+
+def requests_of(model: str) -> ModelRequests:
+    """The request metrics of ``model`` (made on first use, then shared)."""
+    found = _REQUESTS.get(model)
+    if found is None:
+        found = _REQUESTS[model] = ModelRequests(model)
+    return found
+
+
+def count_restart(model: str, reason: str) -> None:
+    WORKER_RESTARTS_TOTAL.labels(model, _checked(reason, RESTART_REASONS, "reason")).inc()
+
+
+def set_startup(model: str, timings_ms: dict[str, float]) -> None:
+    """The duration of each start-up phase of the last worker (or template) that loaded."""
+    for phase, ms in timings_ms.items():
+        STARTUP_SECONDS.labels(model, _checked(phase, STARTUP_PHASES, "phase")).set(ms / 1000)
+
+
+def set_worker_rss(model: str, replica: int, rss_bytes: int | None) -> None:
+    WORKER_RSS_BYTES.labels(model, str(replica)).set(rss_bytes or 0)
+
+
+def set_probe(model: str, ok: bool, latency_s: float | None = None) -> None:
+    PROBE_SUCCESS.labels(model).set(1 if ok else 0)
+    if latency_s is not None:
+        PROBE_LATENCY_SECONDS.labels(model).set(latency_s)
+
+
+def set_model(model: str, state: str, replica_states: list[str], queue_depth: int,
+              quarantined: int) -> None:
+    """A model's gauges, read at scrape time: its state (one-hot), replicas per state, its
+    queue and its quarantined inputs."""
+    set_state(MODEL_STATE, model, _checked(state, MODEL_STATES, "state"), MODEL_STATES)
+    for replica_state in REPLICA_STATES:
+        REPLICAS.labels(model, replica_state).set(replica_states.count(replica_state))
+    QUEUE_DEPTH.labels(model).set(queue_depth)
+    QUARANTINED_INPUTS.labels(model).set(quarantined)
+
+
+def count_job_submitted(model: str) -> None:
+    JOBS_SUBMITTED_TOTAL.labels(model).inc()
+
+
+def count_job_finished(model: str, state: str, seconds: float) -> None:
+    JOBS_FINISHED_TOTAL.labels(model, _checked(state, JOB_STATES, "state")).inc()
+    JOB_DURATION_SECONDS.labels(model).observe(max(0.0, seconds))
+
+
+def count_job_requeued(model: str, reason: str) -> None:
+    JOBS_REQUEUED_TOTAL.labels(model, _checked(reason, REQUEUE_REASONS, "reason")).inc()
+
+
+def set_jobs(counts: dict[str, int]) -> None:
+    """Jobs per state in the store."""
+    for state, count in counts.items():
+        JOBS.labels(_checked(state, JOB_STATES, "state")).set(count)
 
 
 def set_state(gauge: Gauge, model: str, current: str, states: Iterable[str]) -> None:

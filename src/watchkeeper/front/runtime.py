@@ -109,8 +109,8 @@ class Runtime:
             "min_free_disk_mb": wanted,
         }
 
-    def health(self) -> tuple[int, dict[str, Any]]:
-        """The full report for ``GET /health`` and its HTTP status."""
+    def health(self) -> dict[str, Any]:
+        """The full report for ``GET /health``; its ``status`` is ok, degraded or fail."""
         snapshot = self.monitor.snapshot
         res_status, res_reasons = resource_status(snapshot) if snapshot else ("ok", [])
         models = {name: s.health() for name, s in self.services.items()}
@@ -131,4 +131,4 @@ class Runtime:
                 **(snapshot.to_dict() if snapshot else {}),
             },
         }
-        return health.http_status(status), body
+        return body

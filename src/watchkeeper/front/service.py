@@ -28,12 +28,13 @@ from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import ModelSchema
 from watchkeeper.scheduling.admission import Admission
 from watchkeeper.scheduling.memory_ledger import Ledger, Ledgers, Rung, shape_key
+from watchkeeper.scheduling.pending import MemoryPlan, Outcome, Pending, RunListener
 from watchkeeper.scheduling.quarantine import Quarantine
-from watchkeeper.scheduling.scheduler import Outcome, Pending, RunListener, Scheduler
+from watchkeeper.scheduling.scheduler import Scheduler
 from watchkeeper.supervision.prober import Prober
 from watchkeeper.supervision.supervisor import ModelState, Supervisor
 from watchkeeper.supervision.template_handle import ForkError, TemplateState
-from watchkeeper.supervision.worker_handle import Replica, ReplicaState
+from watchkeeper.supervision.worker_handle import WorkerHandle
 
 __all__ = ["ModelService", "MAX_PLANS"]
 
@@ -56,10 +57,7 @@ class ModelService:
         self.schema: ModelSchema | None = None
         self._check_params: Any = None
         self.quarantine = Quarantine(config.quarantine_s)
-        self._requests_ok = metrics.REQUESTS_TOTAL.labels(name, "200")
-        self._request_seconds = metrics.REQUEST_DURATION_SECONDS.labels(name)
-        self._inference_seconds = metrics.INFERENCE_SECONDS.labels(name)
-        self._queue_wait_seconds = metrics.QUEUE_WAIT_SECONDS.labels(name)
+        self.requests = metrics.requests_of(name)  # answered ones are counted by the HTTP layer
         self.supervisor = Supervisor(
             name,
             config,
@@ -152,7 +150,7 @@ class ModelService:
         ladder = await self.plan(params)
         loop = asyncio.get_running_loop()
         pending = Pending(self.name, request_id, inputs, params, time.monotonic() + timeout_s,
-                          loop.create_future(), ladder=ladder, allow_degrade=allow_degrade,
+                          loop.create_future(), memory=MemoryPlan(ladder, allow_degrade),
                           listener=listener, max_runs=max_runs, solo=listener is not None)
         self.scheduler.submit(pending)
         return pending
@@ -168,6 +166,11 @@ class ModelService:
             return await pending.future
         finally:
             timer.cancel()
+
+    def cancel(self, pending: Pending, grace_s: float) -> None:
+        """Stop a submitted request: dropped if queued; if running, its worker is asked to
+        stop and SIGKILLed (reason ``cancel``) when it has not within ``grace_s``."""
+        self.scheduler.cancel(pending, grace_s)
 
     def _expire(self, pending: Pending, timeout_s: float) -> None:
         waited = "queued" if pending.started_at is None else "running"
@@ -198,7 +201,7 @@ class ModelService:
                 self._plans.popitem(last=False)
         return ladder
 
-    def _ledger_for(self, replica: Replica) -> Ledger | None:
+    def _ledger_for(self, replica: WorkerHandle) -> Ledger | None:
         if self._ledgers is None or replica.device is None:
             return None
         cfg = self.config
@@ -237,13 +240,7 @@ class ModelService:
 
     def _observe(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
         if outcome is not None:
-            self._inference_seconds.observe(outcome.infer_ms / 1000)
-            self._queue_wait_seconds.observe(outcome.queue_ms / 1000)
-
-    def count_success(self, duration_s: float) -> None:
-        """A predict request answered 200 (the labelled metrics are looked up once)."""
-        self._requests_ok.inc()
-        self._request_seconds.observe(duration_s)
+            self.requests.ran(outcome.queue_ms / 1000, outcome.infer_ms / 1000)
 
     # --- views -----------------------------------------------------------------------
 
@@ -301,13 +298,9 @@ class ModelService:
 
     def refresh_gauges(self) -> None:
         """Set the gauges that are read at scrape time from the current state."""
-        metrics.QUEUE_DEPTH.labels(self.name).set(self.scheduler.depth)
-        metrics.QUARANTINED_INPUTS.labels(self.name).set(len(self.quarantine))
-        metrics.set_state(metrics.MODEL_STATE, self.name, self.state.value,
-                          [s.value for s in ModelState])
         states = [s.replica.state.value if s.replica else "dead" for s in self.supervisor.slots]
-        for state in ReplicaState:
-            metrics.REPLICAS.labels(self.name, state.value).set(states.count(state.value))
+        metrics.set_model(self.name, self.state.value, states, self.scheduler.depth,
+                          len(self.quarantine))
 
     @staticmethod
     def _slot_health(slot: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The HTTP routes of the front process: models, predict, health, metrics, admin (and the
-job routes of ``watchkeeper.http.jobs``).
+"""The HTTP routes of the front process: models, predict and admin (with the health routes of
+``watchkeeper.http.health`` and the job routes of ``watchkeeper.http.jobs``).
 
 Runs in the front process on uvicorn's event loop. Handlers are thin: they read the
 request, call the ``Runtime``/``ModelService`` and write JSON with orjson. Expected errors
@@ -17,13 +17,13 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from watchkeeper import errors
-from watchkeeper.front import metrics
 from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.errors import error_response
+from watchkeeper.http.health import add_health_routes
 from watchkeeper.http.jobs import add_job_routes
 from watchkeeper.http.predict import PredictFastPath, handle_predict
 from watchkeeper.http.request_id import RequestIdMiddleware, request_id_of
@@ -52,7 +52,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
     app = FastAPI(title="watchkeeper", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
     _add_error_handlers(app)
-    _add_health_routes(app, runtime)
+    add_health_routes(app, runtime)
     _add_model_routes(app, runtime)
     add_job_routes(app, runtime)
     return RequestIdMiddleware(PredictFastPath(app, runtime))
@@ -82,35 +82,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         response.status_code = exc.status_code
         response.headers.update(exc.headers or {})  # e.g. Allow on a 405
         return response
-
-
-def _add_health_routes(app: FastAPI, runtime: Runtime) -> None:
-    @app.get("/livez", tags=["health"], summary="The front process answers")
-    async def livez() -> Response:
-        return json_response({"status": "alive"})
-
-    @app.get("/readyz", tags=["health"], summary="Every model has a ready replica")
-    async def readyz() -> Response:
-        ready, states, overloaded = runtime.ready()
-        body = {"ready": ready, "models": states, "overloaded": overloaded}
-        return json_response(body, 200 if ready else 503)
-
-    @app.get("/health", tags=["health"], summary="Everything, as JSON (200 or 503)")
-    async def health() -> Response:
-        status, body = runtime.health()
-        return json_response(body, status)
-
-    @app.get("/health/simple", tags=["health"], summary="OK or FAIL, as text")
-    async def health_simple() -> Response:
-        status, _ = runtime.health()
-        return PlainTextResponse("OK" if status == 200 else "FAIL", status)
-
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
-    async def metrics_endpoint() -> Response:
-        for service in runtime.services.values():
-            service.refresh_gauges()
-        body, content_type = metrics.render()
-        return Response(body, media_type=content_type)
 
 
 def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:

@@ -84,14 +84,13 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     except errors.WatchkeeperError as exc:
         status = status_of(exc)
         label = name if name in runtime.services else UNKNOWN_MODEL
-        metrics.REQUESTS_TOTAL.labels(label, str(status)).inc()
-        metrics.REQUEST_DURATION_SECONDS.labels(label).observe(time.perf_counter() - started)
+        metrics.requests_of(label).answered(status, time.perf_counter() - started)
         log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
                   status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started),
                   params=params, timeout_s=timeout_s)
         return error_response(exc, request_id)
     total_ms = _ms_since(started)
-    service.count_success(total_ms / 1000)
+    service.requests.answered(200, total_ms / 1000)
     log_event(log, "request.end", request_id=request_id, model=name, status=200,
               queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
               total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs,

@@ -51,15 +51,16 @@ from watchkeeper.errors import (
 )
 from watchkeeper.front import metrics
 from watchkeeper.front.service import ModelService
+from watchkeeper.jobs.changes import Changes
 from watchkeeper.jobs.job import Job, JobEvent, JobState, NewJob
 from watchkeeper.jobs.results import ResultFiles
 from watchkeeper.jobs.sqlite_store import SqliteJobStore
-from watchkeeper.jobs.changes import Changes
 from watchkeeper.jobs.store_thread import StoreThread
+from watchkeeper.jobs.upkeep import Upkeep
 from watchkeeper.logs import log_event
-from watchkeeper.scheduling.scheduler import Outcome, Pending
+from watchkeeper.scheduling.pending import Outcome, Pending
 
-__all__ = ["COUNT_INTERVAL_S", "FEED_INTERVAL_S", "RETRY_LATER_S", "SWEEP_INTERVAL_S", "JobRunner"]
+__all__ = ["FEED_INTERVAL_S", "RETRY_LATER_S", "JobRunner"]
 
 log = logging.getLogger("watchkeeper.jobs")
 
@@ -67,10 +68,6 @@ log = logging.getLogger("watchkeeper.jobs")
 FEED_INTERVAL_S = 1.0
 #: How long a job waits before it is offered again to a model that is busy or unavailable.
 RETRY_LATER_S = 1.0
-#: How often finished jobs past ``result_ttl_h`` are deleted (a quarter of it, if less).
-SWEEP_INTERVAL_S = 600.0
-#: How often the jobs per state are counted (for /health and /metrics).
-COUNT_INTERVAL_S = 2.0
 #: How long ``stop`` waits for the running jobs' last store writes.
 STOP_TIMEOUT_S = 5.0
 
@@ -118,7 +115,7 @@ class JobRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._creates: list[tuple[NewJob, asyncio.Future[tuple[Job, bool]]]] = []
         self._creating = False
-        self.counts: dict[str, int] = {}
+        self.upkeep = Upkeep(config, self.store, self.results, self.db)
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -129,7 +126,7 @@ class JobRunner:
         for job in recovered:
             reason = "server_stopped"
             if job.state is JobState.QUEUED:
-                metrics.JOBS_REQUEUED_TOTAL.labels(job.model, reason).inc()
+                metrics.count_job_requeued(job.model, reason)
             log_event(log, "job.recovered", job_id=job.id, model=job.model, state=job.state.value,
                       attempts=job.attempts)
         if recovered or swept:
@@ -137,7 +134,7 @@ class JobRunner:
         await self._warn_unserved()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._feed(name)) for name in self._models]
-        self._tasks.append(loop.create_task(self._sweep()))
+        self._tasks.append(loop.create_task(self.upkeep.run(lambda: self.stopping)))
 
     async def _warn_unserved(self) -> None:
         """Jobs queued for models this configuration does not serve wait (nothing is deleted):
@@ -188,7 +185,7 @@ class JobRunner:
                 suggestion="Use a new key for a new request.",
             )
         if created:
-            metrics.JOBS_SUBMITTED_TOTAL.labels(model).inc()
+            metrics.count_job_submitted(model)
             log_event(log, "job.submitted", job_id=job.id, model=model, request_id=request_id,
                       params=params)
             self._wake[model].set()
@@ -272,8 +269,7 @@ class JobRunner:
             return
         active.cancel = True
         if active.pending is not None:
-            service = self._service_of(active.job.model)
-            service.scheduler.cancel(active.pending, self.config.cancel_grace_s)
+            self._service_of(active.job.model).cancel(active.pending, self.config.cancel_grace_s)
 
     # --- feeding the schedulers --------------------------------------------------------
 
@@ -342,7 +338,7 @@ class JobRunner:
             return
         active.pending = pending
         if active.cancel:
-            service.scheduler.cancel(pending, self.config.cancel_grace_s)
+            service.cancel(pending, self.config.cancel_grace_s)
         await self._await_outcome(active, service, pending)
 
     async def _await_outcome(self, active: Active, service: ModelService, pending: Pending) -> None:
@@ -367,7 +363,7 @@ class JobRunner:
             return  # never started: still queued in the store
         await self.write(job.id, self.store.requeue, job.id,
                          reason="the server stopped before it finished", refund_attempt=True)
-        metrics.JOBS_REQUEUED_TOTAL.labels(job.model, "server_stopped").inc()
+        metrics.count_job_requeued(job.model, "server_stopped")
         log_event(log, "job.requeued", job_id=job.id, model=job.model, reason="shutdown")
 
     async def _succeeded(self, job: Job, outcome: Outcome) -> None:
@@ -387,8 +383,7 @@ class JobRunner:
                                            "suggestion": error.suggestion}
         done: Job = await self.write(job.id, self.store.finish, job.id, state, error=info,
                                      result=result, degraded=degraded)
-        metrics.JOBS_FINISHED_TOTAL.labels(job.model, done.state.value).inc()
-        metrics.JOB_DURATION_SECONDS.labels(job.model).observe(max(0.0, time.time() - job.created_at))
+        metrics.count_job_finished(job.model, done.state.value, time.time() - job.created_at)
         level = logging.INFO if done.state is JobState.SUCCEEDED else logging.WARNING
         log_event(log, "job.finished", level, job_id=job.id, model=job.model, state=done.state.value,
                   attempts=done.attempts, error=info)
@@ -400,7 +395,7 @@ class JobRunner:
         job_id = active.job.id
         if pending.runs > 1:
             self.write(job_id, self.store.requeue, job_id, reason="its worker died while it ran")
-            metrics.JOBS_REQUEUED_TOTAL.labels(active.job.model, "worker_died").inc()
+            metrics.count_job_requeued(active.job.model, "worker_died")
         started = self.write(job_id, self.store.start, job_id)
         started.add_done_callback(lambda f: self._check_started(active, f))
 
@@ -420,36 +415,7 @@ class JobRunner:
             log_event(log, "job.store_failed", logging.ERROR, job_id=job_id,
                       error=repr(future.exception()))
 
-    # --- housekeeping ------------------------------------------------------------------
-
-    async def _sweep(self) -> None:
-        """Count jobs per state every ``COUNT_INTERVAL_S``; delete finished jobs (and their
-        files) older than ``result_ttl_h`` every ``SWEEP_INTERVAL_S``."""
-        next_sweep = 0.0
-        while not self.stopping:
-            try:
-                await self.refresh_counts()
-                if time.monotonic() >= next_sweep:
-                    ttl_s = self.config.result_ttl_h * 3600
-                    next_sweep = time.monotonic() + min(SWEEP_INTERVAL_S, ttl_s / 4)
-                    await self.sweep_expired()
-            except Exception:
-                log.exception("job housekeeping failed")
-            await asyncio.sleep(COUNT_INTERVAL_S)
-
-    async def sweep_expired(self) -> int:
-        before = time.time() - self.config.result_ttl_h * 3600
-        expired = await self.db.call(self.store.finished_before, before)
-        for job_id in expired:
-            await self.db.call(self.results.remove, job_id)
-            await self.db.call(self.store.delete, job_id)
-        if expired:
-            log_event(log, "jobs.expired", removed=len(expired))
-        return len(expired)
-
-    async def refresh_counts(self) -> dict[str, int]:
-        """Jobs per state, for /health and /metrics."""
-        self.counts = await self.db.call(self.store.counts)
-        for state, count in self.counts.items():
-            metrics.JOBS.labels(state).set(count)
-        return self.counts
+    @property
+    def counts(self) -> dict[str, int]:
+        """Jobs per state, as last counted (for /health)."""
+        return self.upkeep.counts

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from watchkeeper.errors import OutOfMemory
 from watchkeeper.scheduling.memory_ledger import Estimates, Ledger, Rung, choose_rung
+from watchkeeper.scheduling.pending import Pending
+from watchkeeper.supervision.worker_handle import WorkerHandle
 
-if TYPE_CHECKING:
-    from watchkeeper.scheduling.scheduler import Pending
-    from watchkeeper.supervision.worker_handle import Replica
-
-__all__ = ["MEASURE_EVERY", "Admission", "degraded_info", "megabytes"]
+__all__ = ["MEASURE_EVERY", "Admission", "megabytes"]
 
 #: Once a shape's need is learned, one batch in this many is measured again.
 MEASURE_EVERY = 16
@@ -37,7 +35,7 @@ def megabytes(n: int) -> str:
 class Admission:
     """The memory gate of one model's scheduler."""
 
-    def __init__(self, model: str, ledger_for: Callable[[Replica], Ledger | None]) -> None:
+    def __init__(self, model: str, ledger_for: Callable[[WorkerHandle], Ledger | None]) -> None:
         self.model = model
         self.estimates = Estimates()
         self._ledger_for = ledger_for
@@ -55,33 +53,29 @@ class Admission:
     def _check_budget(self, pending: Pending, budget: int) -> None:
         """Only the model's own estimates refuse outright; a learned need makes a request
         wait to run alone (see ``admit``), so no measurement locks params out."""
-        declared = [rung.estimate or 0 for rung in pending.ladder]
-        allowed = declared[pending.rung : self._last(pending)]
+        declared = [rung.estimate or 0 for rung in pending.memory.ladder]
+        allowed = declared[pending.memory.rung : pending.memory.end]
         if allowed and min(allowed) > budget:
             raise self.refusal(pending, self.needs(pending), budget,
                                "more than the whole memory budget")
 
-    @staticmethod
-    def _last(pending: Pending) -> int:
-        return len(pending.ladder) if pending.allow_degrade else pending.rung + 1
-
     def needs(self, pending: Pending) -> list[int]:
-        return [self.estimates.need(rung) for rung in pending.ladder]
+        return [self.estimates.need(rung) for rung in pending.memory.ladder]
 
     # --- assembling a batch --------------------------------------------------------------
 
-    def admit(self, replica: Replica, pending: Pending, used_in_batch: int) -> int | None:
+    def admit(self, replica: WorkerHandle, pending: Pending, used_in_batch: int) -> int | None:
         """The need of the rung ``pending`` gets on ``replica`` now (None: it must wait)."""
         ledger = self._ledger_for(replica)
         if ledger is None:
-            pending.chosen, pending.need = pending.rung, 0
+            pending.memory.chosen, pending.memory.need = pending.memory.rung, 0
             return 0
         self.budget = ledger.budget if self.budget is None else min(self.budget, ledger.budget)
         needs = self.needs(pending)
         free = ledger.free - used_in_batch
-        index = choose_rung(needs, free, pending.rung, pending.allow_degrade)
-        smallest = self._last(pending) - 1
-        declared = pending.ladder[smallest].estimate or 0
+        index = choose_rung(needs, free, pending.memory.rung, pending.memory.allow_degrade)
+        smallest = pending.memory.end - 1
+        declared = pending.memory.ladder[smallest].estimate or 0
         if index is None and ledger.used == used_in_batch == 0 and declared <= ledger.budget:
             # Only learned needs say nothing fits even on an empty device: run the smallest
             # allowed rung alone (holding the whole budget) rather than refuse forever.
@@ -90,10 +84,10 @@ class Admission:
         if index is None:
             self._refuse_if_hopeless(pending, needs, free, ledger.budget)
             return None
-        pending.chosen, pending.need = index, needs[index]
-        if index > 0 and pending.degrade_reason is None:
-            pending.degrade_reason = (
-                f"memory: {self._describe(pending.ladder[0])} needs {megabytes(needs[0])}, "
+        pending.memory.chosen, pending.memory.need = index, needs[index]
+        if index > 0 and pending.memory.degrade_reason is None:
+            pending.memory.degrade_reason = (
+                f"memory: {self._describe(pending.memory.ladder[0])} needs {megabytes(needs[0])}, "
                 f"{megabytes(max(free, 0))} of {megabytes(ledger.budget)} free on {ledger.name}"
             )
         return needs[index]
@@ -109,18 +103,18 @@ class Admission:
             pending.fail(self.refusal(pending, needs, free, "not enough memory free in time"))
 
     def refusal(self, pending: Pending, needs: list[int], free: int, why: str) -> OutOfMemory:
-        fitting = [r for i, (r, n) in enumerate(zip(pending.ladder, needs, strict=True))
-                   if 0 < n <= max(free, 0) and i > pending.rung]
+        fitting = [r for i, (r, n) in enumerate(zip(pending.memory.ladder, needs, strict=True))
+                   if 0 < n <= max(free, 0) and i > pending.memory.rung]
         if fitting:
             suggestion = f"These params fit now: {fitting[0].params}."
-        elif not pending.allow_degrade and len(pending.ladder) > 1:
-            smallest = pending.ladder[-1]
+        elif not pending.memory.allow_degrade and len(pending.memory.ladder) > 1:
+            smallest = pending.memory.ladder[-1]
             suggestion = f"Allow degrading, or try smaller params such as {smallest.params}."
         else:
             suggestion = "Retry later, when fewer large requests are running."
         return OutOfMemory(
-            f"model '{self.model}': {self._describe(pending.ladder[pending.rung])} needs "
-            f"{megabytes(needs[pending.rung])}: {why} ({megabytes(max(free, 0))} free)",
+            f"model '{self.model}': {self._describe(pending.memory.ladder[pending.memory.rung])} needs "
+            f"{megabytes(needs[pending.memory.rung])}: {why} ({megabytes(max(free, 0))} free)",
             suggestion=suggestion,
             retry_after_s=max(1.0, self.min_wait_s),
             details={"needs_bytes": needs, "free_bytes": max(free, 0)},
@@ -138,7 +132,7 @@ class Admission:
         self._batches += 1
         if self._batches % MEASURE_EVERY == 0:
             return True
-        return any(not self.estimates.known(p.ladder[p.chosen].key) for p in items)
+        return any(not self.estimates.known(p.memory.ladder[p.memory.chosen].key) for p in items)
 
     def observe(self, items: list[Pending], peak_bytes: int | None) -> None:
         """Learn from a batch's measured peak (shared out evenly among its requests)."""
@@ -146,41 +140,33 @@ class Admission:
             return
         share = peak_bytes // len(items)
         for pending in items:
-            self.estimates.observe(pending.ladder[pending.chosen].key, share)
+            self.estimates.observe(pending.memory.ladder[pending.memory.chosen].key, share)
 
-    def free_on(self, replica: Replica) -> int:
+    def free_on(self, replica: WorkerHandle) -> int:
         ledger = self._ledger_for(replica)
         return ledger.free if ledger is not None else 0
 
-    def out_of_memory(self, replica: Replica, pending: Pending, details: dict[str, Any],
+    def out_of_memory(self, replica: WorkerHandle, pending: Pending, details: dict[str, Any],
                       batch_size: int) -> None:
         """A run of this rung ran out of memory: it needs more than was free, and more than
         we thought (a lone request: more than all that was free for it)."""
-        rung = pending.ladder[pending.chosen]
+        rung = pending.memory.ladder[pending.memory.chosen]
         seen = int(details.get("peak_bytes") or 0) // max(1, batch_size)
         ledger = self._ledger_for(replica)
         free = ledger.free // max(1, batch_size) if ledger is not None else 0
         current = self.estimates.need(rung)
         self.estimates.raise_to(rung.key, max(seen, int(current * 1.5), free + 1))
 
-    def reserve(self, replica: Replica, batch_id: int, need: int) -> None:
+    def reserve(self, replica: WorkerHandle, batch_id: int, need: int) -> None:
         ledger = self._ledger_for(replica)
         if ledger is not None:
             ledger.reserve(batch_id, need)
 
-    def release(self, replica: Replica, batch_id: int) -> None:
+    def release(self, replica: WorkerHandle, batch_id: int) -> None:
         ledger = self._ledger_for(replica)
         if ledger is not None:
             ledger.release(batch_id)
 
-    def describe(self, replicas: list[Replica]) -> list[dict[str, Any]]:
+    def describe(self, replicas: list[WorkerHandle]) -> list[dict[str, Any]]:
         ledgers = {id(led): led for r in replicas if (led := self._ledger_for(r)) is not None}
         return [led.to_dict() for led in ledgers.values()]
-
-
-def degraded_info(pending: Pending) -> dict[str, Any] | None:
-    """The ``degraded`` part of a response, when the request ran on a lower rung."""
-    if pending.chosen == 0:
-        return None
-    return {"from": pending.ladder[0].params, "to": pending.ladder[pending.chosen].params,
-            "reason": pending.degrade_reason or "out of memory at the larger params"}

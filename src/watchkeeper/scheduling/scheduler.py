@@ -23,33 +23,39 @@ within ``cancel_grace_s``.
 from __future__ import annotations
 
 import asyncio
-import enum
 import itertools
 import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from watchkeeper.errors import (
     BadInput,
     Cancelled,
-    DeadlineExceeded,
     InputQuarantined,
     Overloaded,
     Unavailable,
     WatchkeeperError,
-    WorkerCrashed,
     error_from_type,
 )
 from watchkeeper.protocol.messages import BatchDone, Cancel, Item, ProbeDone, Progress, RunBatch, RunProbe
-from watchkeeper.scheduling.admission import Admission, degraded_info
-from watchkeeper.scheduling.memory_ledger import Rung
-from watchkeeper.scheduling.quarantine import Quarantine, fingerprint
-from watchkeeper.supervision.worker_handle import Replica, ReplicaState
+from watchkeeper.scheduling.admission import Admission
+from watchkeeper.scheduling.after_failure import (
+    DeathPolicy,
+    OomStep,
+    after_out_of_memory,
+    counts_against_input,
+    death_error,
+)
+from watchkeeper.scheduling.batching import Admit, take_batch
+from watchkeeper.scheduling.pending import Kind, Outcome, Pending
+from watchkeeper.scheduling.quarantine import Quarantine
+from watchkeeper.supervision.kill_reasons import KillReason
+from watchkeeper.supervision.worker_handle import ReplicaState, WorkerHandle
 
-__all__ = ["Kind", "Pending", "Outcome", "InFlight", "RunListener", "take_batch", "Scheduler"]
+__all__ = ["InFlight", "Scheduler"]
 
 #: Weight of the newest batch in the running mean of service time (for Retry-After).
 _EWMA_ALPHA = 0.2
@@ -59,128 +65,13 @@ _EWMA_ALPHA = 0.2
 REFILL_MAX_SHARE = 0.25
 
 
-class Kind(enum.Enum):
-    REQUEST = "request"
-    PROBE = "probe"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A request's answer, with where its time went."""
-
-    outputs: dict[str, Any]
-    queue_ms: float
-    infer_ms: float
-    worker_pid: int | None
-    runs: int
-    degraded: dict[str, Any] | None = None
-
-
-class RunListener(Protocol):
-    """Told about one request's runs (a job's runner listens to its job's request)."""
-
-    def started(self, pending: Pending) -> None:
-        """The request was sent to a worker (once per run)."""
-
-    def progress(self, fraction: float, message: str) -> None:
-        """The running model reported progress."""
-
-
-@dataclass(eq=False)
-class Pending:
-    """A request from the moment it is accepted until its future is resolved."""
-
-    model: str
-    request_id: str
-    inputs: dict[str, Any]
-    params: dict[str, Any]
-    deadline: float  # time.monotonic() by which the client must have an answer
-    future: asyncio.Future[Any]
-    kind: Kind = Kind.REQUEST
-    enqueued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    runs: int = 0  # times sent to a worker
-    deaths: int = 0  # worker deaths counted against this input
-    solo: bool = False  # must run alone (a probe, or a retry after a batch died)
-    replica_pid: int | None = None  # the worker that ran it last
-    ladder: list[Rung] = field(default_factory=list)  # its params, then each degrade step
-    allow_degrade: bool = True
-    rung: int = 0  # the largest rung it may still run at (raised after an out-of-memory)
-    chosen: int = 0  # the rung it was last admitted at
-    need: int = 0  # bytes reserved for it while it runs
-    degrade_reason: str | None = None
-    batch_cap: int = 0  # after a batch ran out of memory: the most it may share a batch with
-    oom_retries: int = 0
-    listener: RunListener | None = None  # a job's runner
-    max_runs: int | None = None  # a job: runs allowed before a worker death fails it
-    cancelled: bool = False
-    _fp: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.ladder:
-            self.ladder = [Rung(self.params)]
-
-    @property
-    def run_params(self) -> dict[str, Any]:
-        return self.ladder[self.chosen].params
-
-    @property
-    def open(self) -> bool:
-        return not self.future.done()
-
-    @property
-    def fingerprint(self) -> str:
-        if self._fp is None:
-            self._fp = fingerprint(self.model, self.inputs, self.params)
-        return self._fp
-
-    def fail(self, error: WatchkeeperError) -> None:
-        if self.open:
-            self.future.set_exception(error)
-
-
 @dataclass(eq=False)
 class InFlight:
     batch_id: int
-    replica: Replica
+    replica: WorkerHandle
     items: list[Pending]
     timer: asyncio.TimerHandle
     sent_at: float
-
-
-Admit = Callable[["Pending", int], "int | None"]
-
-
-def take_batch(queue: deque[Pending], max_size: int, admit: Admit | None = None) -> list[Pending]:
-    """Take the next batch: up to ``max_size`` open requests that fit; a solo one goes alone.
-
-    ``admit(pending, bytes_already_in_batch)`` says what a request needs at the rung it
-    gets, or None when it does not fit now: it stays queued, in order, for a later batch.
-    Requests whose future is already done (answered 504, client gone) are dropped.
-    """
-    batch: list[Pending] = []
-    kept: list[Pending] = []
-    used = 0
-    while queue and len(batch) < max_size:
-        pending = queue.popleft()
-        if not pending.open:
-            continue
-        capped = pending.batch_cap and len(batch) >= pending.batch_cap
-        if (pending.solo and batch) or capped:
-            kept.append(pending)
-            break
-        need = admit(pending, used) if admit is not None else 0
-        if need is None:
-            if pending.open:
-                kept.append(pending)
-            continue
-        batch.append(pending)
-        used += need
-        max_size = min(max_size, pending.batch_cap or max_size)
-        if pending.solo:
-            break
-    queue.extendleft(reversed(kept))
-    return batch
 
 
 class Scheduler:
@@ -195,7 +86,7 @@ class Scheduler:
         max_wait_ms: float,
         quarantine: Quarantine,
         refill_wait_ms: float = 0.0,
-        replicas: Callable[[], Sequence[Replica]],
+        replicas: Callable[[], Sequence[WorkerHandle]],
         on_outcome: Callable[[Pending, Outcome | None, WatchkeeperError | None], None],
         admission: Admission | None = None,
     ) -> None:
@@ -302,7 +193,7 @@ class Scheduler:
             if batch:
                 self._send(replica, batch)
 
-    def _admit_on(self, replica: Replica) -> Admit:
+    def _admit_on(self, replica: WorkerHandle) -> Admit:
         admission = self.admission
         assert admission is not None
         admission.min_wait_s = max(self.service_s, 0.05)
@@ -340,7 +231,7 @@ class Scheduler:
         self._wait_timer = None
         self.dispatch()
 
-    def _send(self, replica: Replica, batch: list[Pending]) -> None:
+    def _send(self, replica: WorkerHandle, batch: list[Pending]) -> None:
         batch_id = next(self._ids)
         now = time.monotonic()
         for pending in batch:
@@ -350,7 +241,7 @@ class Scheduler:
         if batch[0].kind is Kind.PROBE:
             replica.send(RunProbe(batch_id))
         else:
-            items = tuple(Item(p.request_id, p.inputs, p.run_params) for p in batch)
+            items = tuple(Item(p.request_id, p.inputs, p.memory.run_params) for p in batch)
             try:
                 measure = self.admission is not None and self.admission.wants_measure(batch)
                 replica.send(RunBatch(batch_id, items, measure))
@@ -358,7 +249,7 @@ class Scheduler:
                 self._unsendable(batch, exc)
                 return
             if self.admission is not None:
-                self.admission.reserve(replica, batch_id, sum(p.need for p in batch))
+                self.admission.reserve(replica, batch_id, sum(p.memory.need for p in batch))
         replica.state = ReplicaState.BUSY
         replica.reporting = False
         loop = asyncio.get_running_loop()
@@ -383,11 +274,11 @@ class Scheduler:
     def _overdue(self, batch_id: int) -> None:
         inflight = self.inflight.get(batch_id)
         if inflight is not None:
-            inflight.replica.kill("deadline")
+            inflight.replica.kill(KillReason.DEADLINE)
 
     # --- answers -------------------------------------------------------------------
 
-    def on_done(self, replica: Replica, message: BatchDone | ProbeDone) -> None:
+    def on_done(self, replica: WorkerHandle, message: BatchDone | ProbeDone) -> None:
         """A worker finished a batch or probe: resolve each request, then dispatch more."""
         batch_id = message.batch_id if isinstance(message, BatchDone) else message.probe_id
         inflight = self.inflight.pop(batch_id, None)
@@ -437,7 +328,7 @@ class Scheduler:
         if self.quarantine:
             self.quarantine.forgive(pending.fingerprint)
         queue_ms = ((pending.started_at or pending.enqueued_at) - pending.enqueued_at) * 1000
-        outcome = Outcome(outputs, queue_ms, infer_ms, pid, pending.runs, degraded_info(pending))
+        outcome = Outcome(outputs, queue_ms, infer_ms, pid, pending.runs, pending.memory.degraded())
         self._finish(pending, outcome, None)
 
     def _after_out_of_memory(self, inflight: InFlight, failed: list[tuple[Pending, dict[str, Any]]]) -> None:
@@ -447,22 +338,23 @@ class Scheduler:
         retry: list[Pending] = []
         for pending, details in failed:
             self.admission.out_of_memory(inflight.replica, pending, details, size)
-            if size > 1:
-                pending.batch_cap = max(1, size // 2)
-                retry.append(pending)
-            elif pending.oom_retries == 0 and pending.allow_degrade and pending.chosen + 1 < len(
-                    pending.ladder):
-                pending.oom_retries += 1
-                pending.rung = pending.chosen + 1
-                pending.degrade_reason = f"out of memory at {pending.run_params}"
-                retry.append(pending)
+            plan = pending.memory
+            step = after_out_of_memory(plan, size)
+            if step is OomStep.SPLIT:
+                plan.batch_cap = max(1, size // 2)
+            elif step is OomStep.SMALLER:
+                plan.oom_retries += 1
+                plan.rung = plan.chosen + 1
+                plan.degrade_reason = f"out of memory at {plan.run_params}"
             else:
                 needs = self.admission.needs(pending)
                 self._finish(pending, None, self.admission.refusal(
                     pending, needs, self.admission.free_on(inflight.replica),
                     "the worker ran out of memory running it"))
+                continue
+            retry.append(pending)
         if any(details.get("recycle") for _, details in failed):
-            inflight.replica.kill("oom")  # its memory did not come back
+            inflight.replica.kill(KillReason.OOM)  # its memory did not come back
         self.queue.extendleft(reversed(retry))
 
     def _finish(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
@@ -475,7 +367,7 @@ class Scheduler:
 
     # --- jobs: progress and cancel ------------------------------------------------------
 
-    def on_progress(self, replica: Replica, message: Progress) -> None:
+    def on_progress(self, replica: WorkerHandle, message: Progress) -> None:
         """A running model reported progress: tell its request's listener."""
         inflight = self.inflight.get(message.batch_id)
         if inflight is None or inflight.replica is not replica:
@@ -499,11 +391,11 @@ class Scheduler:
     def _kill_if_running(self, batch_id: int) -> None:
         inflight = self.inflight.get(batch_id)
         if inflight is not None:
-            inflight.replica.kill("cancel")
+            inflight.replica.kill(KillReason.CANCEL)
 
     # --- deaths --------------------------------------------------------------------
 
-    def on_replica_lost(self, replica: Replica, exit_desc: str) -> None:
+    def on_replica_lost(self, replica: WorkerHandle, exit_desc: str) -> None:
         """A worker died: retry, quarantine or fail what it was running."""
         inflight = next((f for f in self.inflight.values() if f.replica is replica), None)
         if inflight is None:
@@ -513,15 +405,16 @@ class Scheduler:
         if self.admission is not None:
             self.admission.release(replica, inflight.batch_id)
         reason = replica.kill_reason
-        counts = (len(inflight.items) == 1 and reason in (None, "deadline")
-                  and inflight.items[0].kind is Kind.REQUEST)
+        counts = counts_against_input(inflight.items, reason)
+        policy = DeathPolicy(self.model, self.quarantine.max_deaths, self.quarantine.quarantine_s)
         retry: list[Pending] = []
         for pending in inflight.items:
             if counts:
                 pending.deaths += 1
                 if self.quarantine.quarantine_s > 0:
                     self.quarantine.record_death(pending.fingerprint)
-            error = self._death_error(pending, reason, exit_desc)
+            error = death_error(pending, reason, exit_desc, now=time.monotonic(),
+                                closing=self.closed, policy=policy)
             if error is None:
                 pending.solo = True
                 retry.append(pending)
@@ -529,37 +422,6 @@ class Scheduler:
                 self._finish(pending, None, error)
         self.queue.extendleft(reversed(retry))
         self.dispatch()
-
-    def _death_error(self, pending: Pending, reason: str | None, exit_desc: str) -> WatchkeeperError | None:
-        """Why this request cannot be retried, or None when it can."""
-        if pending.cancelled:
-            return Cancelled(f"the job was cancelled while it ran (its worker was stopped: {exit_desc})")
-        if reason == "deadline" or time.monotonic() >= pending.deadline:
-            return DeadlineExceeded(self._deadline_message(pending))
-        if pending.kind is Kind.PROBE:
-            return Unavailable(f"the worker died during the probe ({exit_desc})")
-        if self.closed:
-            return Unavailable(f"the worker died ({exit_desc}) while the server shuts down",
-                               retry_after_s=5)
-        if pending.max_runs is not None:
-            return None if pending.runs < pending.max_runs else WorkerCrashed(
-                f"the worker died under each of this job's {pending.runs} runs (last: {exit_desc})")
-        if pending.deaths >= self.quarantine.max_deaths and self.quarantine.quarantine_s <= 0:
-            return WorkerCrashed(
-                f"this request killed {pending.deaths} workers of model '{self.model}' "
-                f"(last: {exit_desc})"
-            )
-        if pending.deaths >= self.quarantine.max_deaths:
-            return InputQuarantined(
-                f"this input killed {pending.deaths} workers of model '{self.model}' (last: "
-                f"{exit_desc}); it is refused for {self.quarantine.quarantine_s:.0f} s",
-                retry_after_s=self.quarantine.quarantine_s,
-            )
-        return None
-
-    def _deadline_message(self, pending: Pending) -> str:
-        total = pending.deadline - pending.enqueued_at
-        return f"model '{self.model}' did not answer within {total:.1f} s"
 
     # --- shutting down ---------------------------------------------------------------
 

@@ -24,7 +24,9 @@ from watchkeeper.errors import WatchkeeperError
 from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import ProbeDone
-from watchkeeper.scheduling.scheduler import Kind, Pending, Scheduler
+from watchkeeper.scheduling.pending import Kind, Pending
+from watchkeeper.scheduling.scheduler import Scheduler
+from watchkeeper.supervision.kill_reasons import KillReason
 from watchkeeper.supervision.supervisor import Supervisor
 
 __all__ = ["ProbeResult", "Prober", "FAILURES_TO_UNREADY", "RETRY_INTERVAL_S"]
@@ -100,7 +102,7 @@ class Prober:
         last_success = self.scheduler.last_success_at
         if not self.failures and last_success and time.monotonic() - last_success < self.interval_s:
             self.last = ProbeResult(True, time.time(), None, skipped="a real request succeeded")
-            metrics.PROBE_SUCCESS.labels(self.model).set(1)
+            metrics.set_probe(self.model, True)
             return self.last
         result, replica_pid = await self._run()
         self._record(result, replica_pid)
@@ -122,9 +124,8 @@ class Prober:
 
     def _record(self, result: ProbeResult, replica_pid: int | None) -> None:
         self.last = result
-        metrics.PROBE_SUCCESS.labels(self.model).set(1 if result.ok else 0)
-        if result.latency_ms is not None:
-            metrics.PROBE_LATENCY_SECONDS.labels(self.model).set(result.latency_ms / 1000)
+        latency_s = None if result.latency_ms is None else result.latency_ms / 1000
+        metrics.set_probe(self.model, result.ok, latency_s)
         if result.ok:
             self.failures = 0
             self.supervisor.unready_reason = None
@@ -139,5 +140,5 @@ class Prober:
     def _recycle(self, replica_pid: int | None) -> None:
         for replica in self.supervisor.replicas():
             if replica.pid == replica_pid:
-                self.supervisor.recycle(replica, "probe")
+                self.supervisor.recycle(replica, KillReason.PROBE)
                 return

@@ -1,7 +1,7 @@
 """The supervisor of one model's worker processes.
 
 Runs in the front process, on its event loop. State: one ``Slot`` per configured replica
-(the current ``Replica`` and its history: restarts, last exit), the model-wide count of
+(the current ``WorkerHandle`` of its worker and its history: restarts, last exit), the model-wide count of
 load failures in a row, and whether the model is FAILED or unready.
 
 The watch loop (``_watch``, every ``WATCH_INTERVAL_S``) is a list of named steps:
@@ -42,20 +42,31 @@ from watchkeeper.protocol.messages import (
     Stop,
     WorkerSpec,
 )
-from watchkeeper.supervision.backoff import restart_delay
+from watchkeeper.supervision.kill_reasons import KillReason
+from watchkeeper.supervision.restart_policy import (
+    GiveUp,
+    decide_load_failure,
+    decide_restart,
+    restart_delay,
+)
 from watchkeeper.supervision.template_handle import ForkError, TemplateHandle
 from watchkeeper.supervision.template_keeper import TemplateKeeper
-from watchkeeper.supervision.worker_handle import Replica, ReplicaState, describe_exit
+from watchkeeper.supervision.worker_handle import ReplicaState, WorkerHandle, describe_exit
 
-__all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S"]
+__all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S", "WorkerFactory"]
 
 log = logging.getLogger("watchkeeper.supervisor")
+
+#: Makes the handle of a new worker (``WorkerHandle`` itself; tests pass stand-ins, so the
+#: restart policy above the handles runs without processes).
+WorkerFactory = Callable[
+    [WorkerSpec, Callable[[WorkerHandle, Any], None], Callable[[WorkerHandle, int], None]],
+    WorkerHandle,
+]
 
 WATCH_INTERVAL_S = 0.2
 #: How often each worker's resident memory is read for /health and /metrics.
 RSS_INTERVAL_S = 2.0
-#: Kill reasons that say nothing about the model: the worker is replaced at once.
-DELIBERATE_KILLS = frozenset({"operator", "probe", "deadline", "heartbeat", "cancel"})
 #: How long workers get to exit after Stop before they are SIGKILLed.
 STOP_TIMEOUT_S = 5.0
 
@@ -75,7 +86,7 @@ class Slot:
     """One configured replica position and its history across restarts."""
 
     index: int
-    replica: Replica | None = None
+    replica: WorkerHandle | None = None
     starts: int = 0
     crash_streak: int = 0
     last_exit: str | None = None
@@ -94,11 +105,12 @@ class Supervisor:
         config: ModelConfig,
         *,
         log_level: str,
-        on_ready: Callable[[Replica], None],
-        on_done: Callable[[Replica, BatchDone | ProbeDone], None],
-        on_lost: Callable[[Replica, str], None],
+        on_ready: Callable[[WorkerHandle], None],
+        on_done: Callable[[WorkerHandle, BatchDone | ProbeDone], None],
+        on_lost: Callable[[WorkerHandle, str], None],
         on_failed: Callable[[str], None] = lambda reason: None,
-        on_progress: Callable[[Replica, Progress], None] = lambda replica, message: None,
+        on_progress: Callable[[WorkerHandle, Progress], None] = lambda replica, message: None,
+        worker_factory: WorkerFactory = WorkerHandle,
     ) -> None:
         self.model = model
         self.config = config
@@ -115,6 +127,7 @@ class Supervisor:
         self._on_lost = on_lost
         self._on_failed = on_failed
         self._on_progress = on_progress
+        self._worker_factory = worker_factory
         self._watch_task: asyncio.Task[None] | None = None
         self._last_rss_at = 0.0
         self.keeper = TemplateKeeper(
@@ -126,7 +139,7 @@ class Supervisor:
 
     # --- queries -------------------------------------------------------------------
 
-    def replicas(self) -> list[Replica]:
+    def replicas(self) -> list[WorkerHandle]:
         return [s.replica for s in self.slots if s.replica is not None and s.replica.alive]
 
     @property
@@ -171,7 +184,7 @@ class Supervisor:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for replica in live:
             if not await replica.wait_dead(max(0.0, deadline - time.monotonic())):
-                replica.kill("shutdown")
+                replica.kill(KillReason.SHUTDOWN)
         for replica in live:
             await replica.wait_dead(STOP_TIMEOUT_S)
         await self.keeper.stop()
@@ -188,11 +201,11 @@ class Supervisor:
                 slot.restart_timer.cancel()
                 slot.restart_timer = None
             if slot.replica is not None and slot.replica.alive:
-                slot.replica.kill("operator")  # its exit starts the replacement
+                slot.replica.kill(KillReason.OPERATOR)  # its exit starts the replacement
             else:
                 asyncio.get_running_loop().create_task(self._spawn(slot))
 
-    def recycle(self, replica: Replica, reason: str) -> None:
+    def recycle(self, replica: WorkerHandle, reason: KillReason) -> None:
         """Replace a worker that is alive but not trusted (e.g. its probe failed)."""
         replica.kill(reason)
 
@@ -218,7 +231,7 @@ class Supervisor:
         template = await self.keeper.template()
         if self.stopping or self.failed_reason is not None:
             return
-        replica = Replica(self._spec(slot.index), self._message, self._exited)
+        replica = self._worker_factory(self._spec(slot.index), self._message, self._exited)
         slot.replica = replica
         slot.starts += 1
         try:
@@ -231,7 +244,7 @@ class Supervisor:
         how = "forked" if replica.forked_from is not None else "spawned"
         log_event(log, "worker.start", model=self.model, replica=slot.index, pid=replica.pid, how=how)
 
-    async def _start_replica(self, replica: Replica, template: TemplateHandle | None) -> None:
+    async def _start_replica(self, replica: WorkerHandle, template: TemplateHandle | None) -> None:
         if template is not None:
             try:
                 await replica.start(template)
@@ -243,17 +256,15 @@ class Supervisor:
 
     def _template_load_failed(self, reason: str, fatal: bool) -> float | None:
         """The template could not load the model: a load failure (None: the model FAILED)."""
-        self.load_failures += 1
         for slot in self.slots:
             slot.last_load_error = reason
-        metrics.WORKER_RESTARTS_TOTAL.labels(self.model, "load_failed").inc()
-        if fatal:
-            self.fail(f"the app '{self.config.app}' cannot be loaded: {reason}")
-            return None
-        if self.load_failures >= self.config.load_retries:
-            self.fail(f"loading failed {self.load_failures} times in a row; last: {reason}")
-            return None
-        return restart_delay(self.load_failures + 1, cap_s=self.config.restart_backoff_max_s)
+        metrics.count_restart(self.model, "load_failed")
+        self.load_failures, delay, give_up = decide_load_failure(
+            self.load_failures, app_not_found=fatal, load_retries=self.config.load_retries,
+            backoff_cap_s=self.config.restart_backoff_max_s)
+        if give_up is not None:
+            self.fail(self._give_up_reason(give_up, reason))
+        return delay
 
     def _schedule_start(self, slot: Slot, delay_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -261,7 +272,7 @@ class Supervisor:
 
     # --- what workers say -------------------------------------------------------------------
 
-    def _message(self, replica: Replica, message: Any) -> None:
+    def _message(self, replica: WorkerHandle, message: Any) -> None:
         if isinstance(message, Progress):
             replica.reporting = True
             self._on_progress(replica, message)
@@ -277,7 +288,7 @@ class Supervisor:
                       replica=replica.index, pid=replica.pid, stage=message.stage,
                       error=message.error, traceback=message.traceback)
 
-    def _replica_ready(self, replica: Replica, message: Ready) -> None:
+    def _replica_ready(self, replica: WorkerHandle, message: Ready) -> None:
         if replica.state is not ReplicaState.STARTING:
             return
         replica.state = ReplicaState.READY
@@ -290,14 +301,13 @@ class Supervisor:
         self.slots[replica.index].rss_bytes = process_rss(replica.pid) if replica.pid else None
         if self.schema_callback is not None:
             self.schema_callback(message.schema)
-        for phase, ms in replica.timings_ms.items():
-            metrics.STARTUP_SECONDS.labels(self.model, phase).set(ms / 1000)
+        metrics.set_startup(self.model, replica.timings_ms)
         log_event(log, "worker.ready", model=self.model, replica=replica.index, pid=replica.pid,
                   device=message.device, startup_ms=message.timings_ms,
                   since_spawn_ms=round((replica.ready_at - replica.started_at) * 1000, 1))
         self._on_ready(replica)
 
-    def _exited(self, replica: Replica, returncode: int) -> None:
+    def _exited(self, replica: WorkerHandle, returncode: int) -> None:
         slot = self.slots[replica.index]
         reason = replica.kill_reason
         desc = describe_exit(returncode) + (f", killed: {reason}" if reason else "")
@@ -308,27 +318,23 @@ class Supervisor:
         self._on_lost(replica, desc)
         if self.stopping or self.failed_reason is not None:
             return
-        restart_reason = reason or ("crash" if replica.ready_at else "load_failed")
-        metrics.WORKER_RESTARTS_TOTAL.labels(self.model, restart_reason).inc()
-        if replica.ready_at is None and reason not in DELIBERATE_KILLS:
-            self._load_failed(slot, returncode)
-        elif reason is not None:
-            self._schedule_start(slot, 0.0)
-        else:
-            slot.crash_streak += 1
-            cap = self.config.restart_backoff_max_s
-            self._schedule_start(slot, restart_delay(slot.crash_streak, cap_s=cap))
+        decision = decide_restart(
+            reason, was_ready=replica.ready_at is not None,
+            app_not_found=returncode == ExitCode.APP_NOT_FOUND, crash_streak=slot.crash_streak,
+            load_failures=self.load_failures, load_retries=self.config.load_retries,
+            backoff_cap_s=self.config.restart_backoff_max_s)
+        metrics.count_restart(self.model, decision.label)
+        slot.crash_streak, self.load_failures = decision.crash_streak, decision.load_failures
+        if decision.give_up is not None:
+            why = slot.last_load_error or slot.last_exit or "the worker exited while loading"
+            self.fail(self._give_up_reason(decision.give_up, why))
+        elif decision.delay_s is not None:
+            self._schedule_start(slot, decision.delay_s)
 
-    def _load_failed(self, slot: Slot, returncode: int) -> None:
-        self.load_failures += 1
-        why = slot.last_load_error or slot.last_exit or "the worker exited while loading"
-        if returncode == ExitCode.APP_NOT_FOUND:
-            self.fail(f"the app '{self.config.app}' cannot be loaded: {why}")
-        elif self.load_failures >= self.config.load_retries:
-            self.fail(f"loading failed {self.load_failures} times in a row; last: {why}")
-        else:
-            cap = self.config.restart_backoff_max_s
-            self._schedule_start(slot, restart_delay(self.load_failures + 1, cap_s=cap))
+    def _give_up_reason(self, give_up: GiveUp, why: str) -> str:
+        if give_up is GiveUp.APP_NOT_FOUND:
+            return f"the app '{self.config.app}' cannot be loaded: {why}"
+        return f"loading failed {self.load_failures} times in a row; last: {why}"
 
     def fail(self, reason: str) -> None:
         """Mark the model FAILED: no more restarts until ``restart()``."""
@@ -338,7 +344,7 @@ class Supervisor:
                 slot.restart_timer.cancel()
                 slot.restart_timer = None
             if slot.replica is not None:
-                slot.replica.kill("model_failed")
+                slot.replica.kill(KillReason.MODEL_FAILED)
         asyncio.get_running_loop().create_task(self.keeper.stop())
         log_event(log, "model.failed", logging.ERROR, model=self.model, reason=reason)
         self._on_failed(reason)
@@ -362,14 +368,14 @@ class Supervisor:
         for replica in self.replicas():
             watched = replica.idle or (replica.reporting and replica.state is ReplicaState.BUSY)
             if watched and now - replica.last_seen > self.config.heartbeat_timeout_s:
-                replica.kill("heartbeat")
+                replica.kill(KillReason.HEARTBEAT)
 
     def kill_slow_loaders(self) -> None:
         now = time.monotonic()
         for replica in self.replicas():
             starting = replica.state is ReplicaState.STARTING
             if starting and now - replica.started_at > self.config.load_timeout_s:
-                replica.kill("load_timeout")
+                replica.kill(KillReason.LOAD_TIMEOUT)
 
     def sample_rss(self) -> None:
         now = time.monotonic()
@@ -380,4 +386,4 @@ class Supervisor:
             replica = slot.replica
             pid = replica.pid if replica is not None and replica.alive else None
             slot.rss_bytes = process_rss(pid) if pid is not None else None
-            metrics.WORKER_RSS_BYTES.labels(self.model, str(slot.index)).set(slot.rss_bytes or 0)
+            metrics.set_worker_rss(self.model, slot.index, slot.rss_bytes)

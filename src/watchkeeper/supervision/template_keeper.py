@@ -126,8 +126,7 @@ class TemplateKeeper:
             return 0.0
         self._notify()
         if state is TemplateState.READY:
-            for phase, ms in handle.timings_ms.items():
-                metrics.STARTUP_SECONDS.labels(self.spec.model, phase).set(ms / 1000)
+            metrics.set_startup(self.spec.model, handle.timings_ms)
             await handle.wait_dead()
             self._notify()
             return self._died(handle)

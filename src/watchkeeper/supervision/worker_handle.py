@@ -33,10 +33,11 @@ from typing import Any
 from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import ExitCode, ModelSchema, WorkerSpec
 from watchkeeper.protocol.wire import ChannelClosed, encode_parts, read_message
+from watchkeeper.supervision.kill_reasons import KillReason
 from watchkeeper.supervision.template_handle import TemplateHandle
 from watchkeeper.supervision.worker_env import worker_environment
 
-__all__ = ["ReplicaState", "Replica", "describe_exit"]
+__all__ = ["ReplicaState", "WorkerHandle", "describe_exit"]
 
 
 def _pid_alive(pid: int, proc: subprocess.Popen[bytes] | None) -> bool:
@@ -76,14 +77,14 @@ def describe_exit(returncode: int) -> str:
         return f"exit code {returncode}"
 
 
-class Replica:
+class WorkerHandle:
     """A handle on one worker process and its socket."""
 
     def __init__(
         self,
         spec: WorkerSpec,
-        on_message: Callable[[Replica, Any], None],
-        on_exit: Callable[[Replica, int], None],
+        on_message: Callable[[WorkerHandle, Any], None],
+        on_exit: Callable[[WorkerHandle, int], None],
     ) -> None:
         self.spec = spec
         self.index = spec.replica
@@ -95,7 +96,7 @@ class Replica:
         self.schema: ModelSchema | None = None
         self.device: str | None = None  # where the model runs, as the worker reported it
         self.timings_ms: dict[str, float] = {}
-        self.kill_reason: str | None = None
+        self.kill_reason: KillReason | None = None
         self.reporting = False  # the batch it runs has reported progress (a heartbeat)
         self.returncode: int | None = None
         self._on_message = on_message
@@ -208,7 +209,7 @@ class Replica:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.writelines(encode_parts(message))
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: KillReason) -> None:
         """SIGKILL the worker; ``reason`` is kept for the logs, metrics and /health."""
         if self.state is ReplicaState.DEAD or self.pid is None:
             return

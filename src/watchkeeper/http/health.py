@@ -1,0 +1,54 @@
+"""The health routes: ``/livez``, ``/readyz``, ``/health``, ``/health/simple``, ``/metrics``.
+
+Runs in the front process on uvicorn's event loop. The verdicts come from the runtime
+(``front.runtime``, ``front.health``: assembled from cached state, so these answer fast however
+busy the models are); the HTTP status of each verdict is chosen here.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.responses import PlainTextResponse, Response
+
+from watchkeeper.front import metrics
+from watchkeeper.front.runtime import Runtime
+from watchkeeper.http.responses import json_response
+
+__all__ = ["NOT_READY", "READY", "add_health_routes", "health_status"]
+
+#: A ready (or healthy) instance answers 200; one a load balancer should skip answers 503.
+READY, NOT_READY = 200, 503
+
+
+def health_status(verdict: str) -> int:
+    """The HTTP status of a ``/health`` verdict: ``fail`` is 503; ``ok`` and ``degraded`` 200."""
+    return NOT_READY if verdict == "fail" else READY
+
+
+def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
+    @app.get("/livez", tags=["health"], summary="The front process answers")
+    async def livez() -> Response:
+        return json_response({"status": "alive"})
+
+    @app.get("/readyz", tags=["health"], summary="Every model has a ready replica")
+    async def readyz() -> Response:
+        ready, states, overloaded = runtime.ready()
+        body = {"ready": ready, "models": states, "overloaded": overloaded}
+        return json_response(body, READY if ready else NOT_READY)
+
+    @app.get("/health", tags=["health"], summary="Everything, as JSON (200 or 503)")
+    async def health() -> Response:
+        body = runtime.health()
+        return json_response(body, health_status(body["status"]))
+
+    @app.get("/health/simple", tags=["health"], summary="OK or FAIL, as text")
+    async def health_simple() -> Response:
+        status = health_status(runtime.health()["status"])
+        return PlainTextResponse("OK" if status == READY else "FAIL", status)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        for service in runtime.services.values():
+            service.refresh_gauges()
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
