@@ -4,14 +4,17 @@
     python scripts/gen_config_doc.py --check   # exit 1 if the committed tables are stale
 
 Only the text between ``<!-- BEGIN GENERATED: NAME -->`` and ``<!-- END GENERATED: NAME -->``
-is replaced; the rest of the page is written by hand. ``tests/unit/test_config.py`` runs the
-check, so a changed field or description must be followed by running this script.
+is replaced; the rest of the page is written by hand. ``tests/unit/test_docs.py`` runs the
+check, so a changed field or description must be followed by running this script. Types are
+written as a person writes them in TOML (``integer or unset``, ``one of: `debug`, ...``); a
+type the script has no words for stops it, rather than printing Python's repr.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import types
 import typing
 from pathlib import Path
 
@@ -36,12 +39,41 @@ _BOUNDS = (
 )
 
 
-def _type_name(field: FieldInfo) -> str:
-    annotation = field.annotation
-    if typing.get_origin(annotation) is typing.Literal:
-        return " \\| ".join(f"`{value}`" for value in typing.get_args(annotation))
-    names = {int: "integer", float: "number", str: "string", Path: "path"}
-    return names.get(annotation, str(annotation))  # type: ignore[arg-type]
+#: String fields whose form a validator checks: how a person writes them.
+_WRITTEN_AS = {
+    "app": "string: `module.path:ClassName`",
+    "device": "one of: `auto`, `cpu`, `cuda`, `cuda:N`",
+}
+_PLAIN_TYPES: dict[object, str] = {
+    bool: "boolean", int: "integer", float: "number", str: "string", Path: "path"
+}
+
+
+def _spelled(annotation: object, where: str) -> str:
+    """``annotation`` in words: ``integer``, ``number or unset``, ``list of strings``, ..."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _spelled(args[0], where)
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(f"`{value}`" for value in args)
+    if origin in (typing.Union, types.UnionType):
+        words = [_spelled(arg, where) for arg in args if arg is not type(None)]
+        return " or ".join(words) + (" or unset" if type(None) in args else "")
+    if origin is list:
+        return f"list of {_plural(_spelled(args[0], where))}"
+    if origin is dict:
+        return f"table of {_plural(_spelled(args[1], where))}"
+    if annotation in _PLAIN_TYPES:
+        return _PLAIN_TYPES[annotation]
+    raise SystemExit(f"{where}: no words for the type {annotation!r}; add them to {__file__}")
+
+
+def _plural(words: str) -> str:
+    return words if " " in words else words + "s"
+
+
+def _type_name(name: str, field: FieldInfo, where: str) -> str:
+    return _WRITTEN_AS.get(name) or _spelled(field.annotation, where)
 
 
 def _default(field: FieldInfo) -> str:
@@ -51,7 +83,9 @@ def _default(field: FieldInfo) -> str:
         return "required"
     else:
         value = field.default
-    text = str(value)
+    if value is None:
+        return "unset"
+    text = str(value).lower() if isinstance(value, bool) else str(value)
     home = str(Path.home())
     if isinstance(value, Path) and text.startswith(home + "/"):
         text = "~" + text[len(home) :]
@@ -71,13 +105,17 @@ def render_table(model: type[BaseModel]) -> str:
     """A markdown table of the model's fields: key, type, default, bounds, meaning."""
     lines = ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
-        cells = [f"`{name}`", _type_name(field), _default(field), _bounds(field)]
+        where = f"{model.__name__}.{name}"
+        cells = [f"`{name}`", _type_name(name, field, where), _default(field), _bounds(field)]
         lines.append("| " + " | ".join([*cells, field.description or ""]) + " |")
     return "\n".join(lines)
 
 
 def render_doc(text: str) -> str:
     """``text`` with every generated block replaced by the current table."""
+    fields = {name for model in SECTIONS.values() for name in model.model_fields}
+    if stale := sorted(set(_WRITTEN_AS) - fields):
+        raise SystemExit(f"{__file__}: _WRITTEN_AS names no field: {', '.join(stale)}")
     for section, model in SECTIONS.items():
         pattern = re.compile(
             rf"(<!-- BEGIN GENERATED: {section} -->\n).*?(<!-- END GENERATED: {section} -->)",

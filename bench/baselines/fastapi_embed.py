@@ -1,8 +1,8 @@
-"""The plain pattern of the source documents: a global model loaded at import, called in the handler.
+"""A hand-written model service: a global model loaded at import, called in the handler.
 
 A synchronous handler (FastAPI runs it in its thread pool) around one process-wide model
-behind a lock, as the cartoon article keeps its single pipeline; no batching, no worker
-process. torch is limited to ``BENCH_THREADS`` threads.
+behind a lock, as a typical portrait-cartoon service keeps its single pipeline; no batching,
+no worker process. torch is limited to ``BENCH_THREADS`` threads.
 
 Run: BENCH_THREADS=2 uvicorn fastapi_embed:app --app-dir bench/baselines --host 127.0.0.1 --port 8002
 """

@@ -10,7 +10,7 @@ answer is known (chaos's inputs validated here, sizes, JSON depth) it must be th
 The last test checks that both models are still ready on the very same workers.
 
 The bugs the fuzz found (deep nesting, malformed multipart, an unsendable input queued
-behind a request) each keep a test below (``known-bug`` request ids): they must stay fixed.
+behind a request) each keep a test below (``regression-`` request ids): they must stay fixed.
 """
 
 from __future__ import annotations
@@ -548,12 +548,13 @@ def test_a_tag_of_200_visible_characters_in_10000_invisible_ones_is_taken(srv: S
     check(srv, post(srv, "chaos", body=dumps({"inputs": {"tag": tag + "u"}})), 422)
 
 
-# --- bugs the fuzz found, now fixed: request ids start with "known-bug" -------------------
+# --- inputs that once broke the server (found by the fuzz, fixed): request ids start with
+# "regression-", whose error logs the last test allows
 
 
-def known_bug(srv: Server, name: str, body: bytes, content_type: str = "application/json") -> None:
+def regression(srv: Server, name: str, body: bytes, content_type: str = "application/json") -> None:
     response = post(srv, "chaos", body=body, content_type=content_type,
-                    headers={"X-Request-ID": f"known-bug-{name}"})
+                    headers={"X-Request-ID": f"regression-{name}"})
     check(srv, response)
 
 
@@ -561,19 +562,19 @@ def nested(n: int) -> bytes:
     return b"[" * n + b"]" * n
 
 
-def test_known_bug_deeply_nested_echo_in_the_response(srv: Server) -> None:
+def test_an_echo_nested_253_deep_is_answered_without_a_500(srv: Server) -> None:
     """The smallest: an echo of 253 nested arrays (252 answer 200)."""
-    known_bug(srv, "echo-depth", b'{"inputs":{"echo":' + nested(253) + b"}}")
+    regression(srv, "echo-depth", b'{"inputs":{"echo":' + nested(253) + b"}}")
 
 
-def test_known_bug_deeply_nested_input_cannot_reach_the_worker(srv: Server) -> None:
+def test_an_input_nested_520_deep_is_refused_before_the_worker(srv: Server) -> None:
     """486 nested arrays were the smallest in one run (it depends on the stack's depth)."""
-    known_bug(srv, "input-depth", b'{"inputs":{"extra":' + nested(520) + b"}}")
+    regression(srv, "input-depth", b'{"inputs":{"extra":' + nested(520) + b"}}")
 
 
-def test_known_bug_deeply_nested_params_break_the_request_log(srv: Server) -> None:
+def test_params_nested_1010_deep_are_refused_and_the_request_logged(srv: Server) -> None:
     """973 nested arrays were the smallest in one run (it depends on the stack's depth)."""
-    known_bug(srv, "params-depth", b'{"inputs":{},"params":{"scale":' + nested(1010) + b"}}")
+    regression(srv, "params-depth", b'{"inputs":{},"params":{"scale":' + nested(1010) + b"}}")
 
 
 @pytest.mark.parametrize("body, content_type", [
@@ -582,11 +583,11 @@ def test_known_bug_deeply_nested_params_break_the_request_log(srv: Server) -> No
     pytest.param(*multipart({"tag": b"t" * (KNOWN_BAD_FORM_FIELD_BYTES + 1)}), id="field-over-1MiB"),
     pytest.param(*multipart({f"f{i}": b"" for i in range(1001)}), id="1001-fields"),
 ])
-def test_known_bug_malformed_multipart(srv: Server, body: bytes, content_type: str) -> None:
-    known_bug(srv, f"multipart-{len(body)}", body, content_type)
+def test_malformed_multipart_is_a_4xx(srv: Server, body: bytes, content_type: str) -> None:
+    regression(srv, f"multipart-{len(body)}", body, content_type)
 
 
-def test_known_bug_deep_input_queued_behind_a_request_breaks_the_worker(serve: ServerFactory) -> None:
+def test_a_deep_input_queued_behind_a_request_leaves_the_worker_alive(serve: ServerFactory) -> None:
     """On its own server: this one kills a worker, which the shared server must not see."""
     own = serve({"chaos": {"app": CHAOS, "timeout_s": 1.5, "probe_interval_s": 0}})
     pids = own.worker_pids("chaos")
@@ -594,7 +595,7 @@ def test_known_bug_deep_input_queued_behind_a_request_breaks_the_worker(serve: S
 
     def call(name: str, inputs: bytes) -> None:
         results[name] = post(own, "chaos", body=b'{"inputs":' + inputs + b"}",
-                             headers={"X-Request-ID": f"known-bug-{name}"}).status_code
+                             headers={"X-Request-ID": f"regression-{name}"}).status_code
 
     calls = [threading.Thread(target=call, args=("sleeper", b'{"action":"sleep","seconds":0.5}'))]
     calls[0].start()
@@ -633,6 +634,6 @@ def test_models_ready_and_workers_unchanged_after_the_fuzzing(srv: Server, basel
             continue
         bad = record.get("level") in ("error", "critical") or record.get("event") in (
             "worker.exit", "worker.killed")
-        if bad and not str(record.get("request_id", "")).startswith("known-bug"):
+        if bad and not str(record.get("request_id", "")).startswith("regression-"):
             problems.append(line[:3000])
     assert not problems, "\n".join(problems)

@@ -1,31 +1,20 @@
-"""Tests of watchkeeper.config: defaults, the TOML file, WK_* overrides, error messages, docs."""
+"""Tests of watchkeeper.config and watchkeeper.config_loading: defaults, the TOML file,
+WK_* overrides, error messages. (docs/configuration.md is checked in test_docs.py.)"""
 
 from __future__ import annotations
 
-import importlib.util
-import re
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from pydantic import ValidationError
 
 import watchkeeper.config as config_module
-from watchkeeper.config import (
-    BUILTIN_APPS,
-    BUILTIN_SOURCE,
-    NON_CONFIG_ENV,
-    Config,
-    ModelConfig,
-    ServerConfig,
-    load_config,
-    resolve_config_path,
-)
+import watchkeeper.config_loading as loading_module
+from watchkeeper.config import BUILTIN_APPS, BUILTIN_SOURCE, Config, ModelConfig, ServerConfig
+from watchkeeper.config_loading import NON_CONFIG_ENV, load_config, resolve_config_path
 from watchkeeper.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "configuration.md"
 CARTOON = "watchkeeper.apps.cartoon:Cartoon"
 CHAOS = "watchkeeper.apps.chaos:Chaos"
 
@@ -560,51 +549,16 @@ def test_all_errors_are_reported_together(tmp_path: Path) -> None:
 
 
 def test_public_names() -> None:
-    for name in config_module.__all__:
-        assert hasattr(config_module, name), name
-    assert {"Config", "ModelConfig", "ServerConfig", "load_config"} <= set(config_module.__all__)
+    for module in (config_module, loading_module):
+        for name in module.__all__:
+            assert hasattr(module, name), name
+    assert {"Config", "ModelConfig", "ServerConfig", "BUILTIN_APPS"} <= set(config_module.__all__)
+    assert {"load_config", "resolve_config_path"} <= set(loading_module.__all__)
 
 
 def test_config_is_a_plain_value(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, MINIMAL), {})
     assert Config.model_validate(config.model_dump()) == config
-
-
-# --------------------------------------------------------------------------- the doc
-
-
-def _doc_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "gen_config_doc", ROOT / "scripts/gen_config_doc.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize("model", [ServerConfig, ModelConfig])
-def test_doc_mentions_every_field(model: type[ServerConfig | ModelConfig]) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    for name, field in model.model_fields.items():
-        assert f"| `{name}` |" in doc, f"docs/configuration.md does not describe {name}"
-        assert field.description, f"{model.__name__}.{name} has no description"
-
-
-def test_doc_tables_are_up_to_date() -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    assert _doc_script().render_doc(doc) == doc, "run: python scripts/gen_config_doc.py"
-
-
-def test_doc_example_loads(tmp_path: Path) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    blocks = re.findall(r"```toml\n(.*?)```", doc, re.DOTALL)
-    assert blocks, "docs/configuration.md has no toml example"
-    for block in blocks:
-        config = load_config(write(tmp_path, block), {})
-        assert config.models["chaos"].app == CHAOS
-        assert config.models["chaos"].timeout_s < ModelConfig(app=CHAOS).timeout_s
-        assert "cartoon" in config.models
 
 
 def test_jobs_table_from_file_and_environment(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from watchkeeper.worker.profiles import Profile, choose_profile, narrow_schema, violations
 
-#: The video-generation profiles of source document 001.
+#: Per-GPU limits of production image-to-video services (12 / 24 / 40 GB).
 VIDEO: dict[float, dict[str, Any]] = {
     12: {"resolution": [256, 512], "frames": 16, "steps": 50},
     24: {"resolution": [256, 512, 768], "frames": 24, "steps": 80},

@@ -1,6 +1,6 @@
 """Text hygiene: ``clean_text`` and the ``CleanText`` field type, directly and through the apps.
 
-Source document 000's service crashed on text carrying invisible characters; here such text
+A production visual-entailment service crashed on text carrying invisible characters; here such text
 is cleaned in the worker's validation, before the length bounds, and refused with a 422
 naming the field when nothing visible is left.
 """

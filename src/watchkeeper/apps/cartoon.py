@@ -1,4 +1,4 @@
-"""Portrait cartoon: source document 002's service, done on the CPU with OpenCV.
+"""Portrait cartoon (a photo in, a cartoon out), done on the CPU with OpenCV.
 
 Runs in worker processes. There are no weights to load: the image is resized so that its
 longest side is ``resolution``, smoothed with an edge-preserving (bilateral) filter, its colours
@@ -80,7 +80,7 @@ class Cartoon(contract.Model):
         return int(params.resolution**2 * BYTES_PER_PIXEL + BASE_BYTES)
 
     def degrade(self, params: Any) -> Any | None:
-        """2048 -> 1536 -> 1024 -> 768 -> 512, as source document 001 steps down."""
+        """2048 -> 1536 -> 1024 -> 768 -> 512: one resolution step down at a time."""
         smaller = [r for r in DEGRADE_STEPS if r < params.resolution]
         return params.model_copy(update={"resolution": smaller[0]}) if smaller else None
 

@@ -1,11 +1,13 @@
-"""Image to video: source document 001's service, done offline on the CPU.
+"""Image to video (a photo in, a short MP4 clip out), done offline on the CPU.
 
-Runs in worker processes. The documents' I2VGen-XL (a diffusion model, 30-120 s a request
-on a GPU) is replaced by a camera move over the still image: a zoom, a pan, or a gentle
-parallax in which a guessed depth map moves near pixels more than far ones. What the
-service around it has to handle is the same: a request whose memory grows with resolution
-and frames, a degradation ladder (1024p -> 768p -> 512p, then 32 -> 24 -> 16 frames) and
-per-device parameter limits (``profiles``, document 001's 12 / 24 / 40 GB table).
+Runs in worker processes. The diffusion model such services run, I2VGen-XL (30-120 s a
+request and about 12 GB on a GPU), is replaced by a camera move over the still image: a
+zoom, a pan, or a gentle parallax in which a guessed depth map moves near pixels more than
+far ones. What the service around it has to handle is the same: a request whose memory
+grows with resolution and frames, a degradation ladder (1024p -> 768p -> 512p, then
+32 -> 24 -> 16 frames) and per-device parameter limits (``profiles``: 12 GB -> 512p and
+16 frames, 24 GB -> 768p and 24, 40 GB -> 1024p and 32, the limits used in production
+image-to-video services).
 
 Frames are rendered one at a time with OpenCV (``warpAffine``, or ``remap`` for parallax,
 linear interpolation, cosine easing) from a working copy of the image scaled once to the
@@ -45,7 +47,7 @@ Resolution = Literal["256p", "512p", "768p", "1024p"]
 
 #: Longest side of the output, in pixels, of each resolution.
 RESOLUTIONS: dict[str, int] = {"256p": 256, "512p": 512, "768p": 768, "1024p": 1024}
-#: The degradation ladder (document 001): each resolution's next step down, then frame counts.
+#: The degradation ladder: each resolution's next step down, then frame counts.
 SMALLER_RESOLUTION = {"1024p": "768p", "768p": "512p"}
 DEGRADE_FRAMES = (24, 16)
 
@@ -97,7 +99,8 @@ class Img2Video(contract.Model):
                         "from brightness and height, move more than farther ones).",
         )
 
-    #: Source document 001's per-GPU limits on this model's params (lists: allowed values).
+    #: Per-GPU limits on this model's params, as production image-to-video services set them
+    #: (lists: allowed values).
     profiles: ClassVar[dict[float, dict[str, Any]]] = {
         12: {"resolution": ["256p", "512p"], "frames": 16},
         24: {"resolution": ["256p", "512p", "768p"], "frames": 24},
@@ -144,7 +147,7 @@ class Img2Video(contract.Model):
         return int(pixels * per_pixel + BASE_BYTES)
 
     def degrade(self, params: Any) -> Any | None:
-        """1024p -> 768p -> 512p, then 32 -> 24 -> 16 frames, as source document 001 steps down.
+        """1024p -> 768p -> 512p, then 32 -> 24 -> 16 frames: resolution first, then length.
 
         Resolutions below 512p and frame counts at or below 16 are not reduced further.
         """

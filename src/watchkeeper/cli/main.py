@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from watchkeeper.config import load_config, resolve_config_path
+    from watchkeeper.config_loading import load_config, resolve_config_path
     from watchkeeper.front.server import run_front
     from watchkeeper.logs import configure_logging
 

@@ -2,11 +2,11 @@
 
 Runs in worker processes (choosing and checking) and is pure. A model may declare
 ``profiles``: for each device-memory class in GB, the largest parameters allowed there,
-as source document 001 does for video generation (12 GB: 512p, 16 frames, 50 steps;
-24 GB: 768p, 24, 80; 40 GB: 1024p, 32, 100). A limit is a number (the field's maximum)
-or a list (the values allowed). The worker picks the profile for its device at start-up,
-narrows the params JSON schema it reports (so ``GET /v1/models/{name}``, the UI and the
-front's checks all show the narrowed bounds) and refuses params outside it.
+as production image-to-video services cap each GPU size (12 GB: 512p, 16 frames,
+50 steps; 24 GB: 768p, 24, 80; 40 GB: 1024p, 32, 100). A limit is a number (the field's
+maximum) or a list (the values allowed). The worker picks the profile for its device at
+start-up, narrows the params JSON schema it reports (so ``GET /v1/models/{name}``, the UI
+and the front's checks all show the narrowed bounds) and refuses params outside it.
 """
 
 from __future__ import annotations
