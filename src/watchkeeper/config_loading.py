@@ -47,9 +47,10 @@ __all__ = ["ENV_PREFIX", "NON_CONFIG_ENV", "load_config", "resolve_config_path"]
 
 #: Environment variables starting with this prefix are configuration overrides.
 ENV_PREFIX = "WK_"
-#: ``WK_*`` variables that are not configuration keys (``WK_CONFIG`` names the file).
+#: ``WK_*`` variables that are not configuration keys: ``WK_CONFIG`` names the file, the
+#: others are the built-in apps' own settings (a test finds every one the apps read).
 NON_CONFIG_ENV: frozenset[str] = frozenset(
-    {"WK_CONFIG", "WK_CHAOS_SETUP_DELAY_S", "WK_CHAOS_PROBE_FAIL_FILE"}
+    {"WK_CONFIG", "WK_CHAOS_SETUP_DELAY_S", "WK_CHAOS_PROBE_FAIL_FILE", "WK_EMBED_MODEL_DIR"}
 )
 
 _TOP_LEVEL_KEYS = ("jobs", "models", "server")

@@ -3,6 +3,7 @@ WK_* overrides, error messages. (docs/configuration.md is checked in test_docs.p
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -567,3 +568,17 @@ def test_jobs_table_from_file_and_environment(tmp_path: Path) -> None:
     assert (config.jobs.max_attempts, config.jobs.result_ttl_h) == (5, 2)
     bad = write(tmp_path, "[jobs]\nmax_attempt = 5\n" + MINIMAL)
     assert "jobs.max_attempt: unknown key (allowed: cancel_grace_s, max_attempts" in only_error(bad)
+
+
+def test_every_wk_variable_an_app_reads_is_not_taken_for_a_config_key() -> None:
+    """An app's own ``WK_*`` setting (e.g. ``WK_EMBED_MODEL_DIR``) must not stop the server
+    from starting as an unknown configuration key: every one the apps name is exempt."""
+    apps = Path(config_module.__file__).parent / "apps"
+    named = {m for path in apps.glob("*.py") for m in re.findall(r'"(WK_[A-Z0-9_]+)"', path.read_text())}
+    assert "WK_EMBED_MODEL_DIR" in named
+    assert named <= NON_CONFIG_ENV
+
+
+def test_an_app_setting_in_the_environment_is_not_a_config_error(tmp_path: Path) -> None:
+    config = load_config(None, env={"WK_EMBED_MODEL_DIR": str(tmp_path)})
+    assert set(config.models) == set(BUILTIN_APPS)
