@@ -195,3 +195,11 @@ def test_http_statuses_are_chosen_only_in_the_http_package() -> None:
 def test_the_status_check_sees_a_status() -> None:
     tree = ast.parse("def f(ok):\n    return 200 if ok else 503\nx = dict(status_code=404)\ny = 200")
     assert sorted(set(status_literals(tree))) == [2, 3]
+
+
+def test_unit_tests_mirror_the_packages() -> None:
+    """``tests/unit/<package>/`` for each package's tests; no folder for a package that is gone."""
+    tests = Path(__file__).resolve().parent
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    packages = {p.parent.name for p in SRC.glob("*/__init__.py")}
+    assert folders <= packages

@@ -1,10 +1,13 @@
 """The ``watchkeeper jobs`` commands: submit, status, wait, cancel, result and list.
 
 Runs in the user's shell, in the CLI process: a client of the server's jobs API over HTTP
-(httpx); it never imports the server. Its pure pieces (``NAME=VALUE`` values, the SSE parser,
-the progress bar) are in ``watchkeeper.cli.progress``. ``submit`` prints only the job id on
-stdout, for scripts; ``wait`` follows the job's event stream (resuming with ``Last-Event-ID``
-when the connection drops, polling when there is no stream) and draws its progress on stderr.
+(httpx, and httpx-sse for the event stream); it never imports the server. ``NAME=VALUE``
+arguments are read by ``watchkeeper.cli.assignments``; progress and tables are drawn by
+``watchkeeper.cli.progress`` (rich on a terminal, plain lines otherwise). ``submit`` prints
+only the job id on stdout, for scripts; ``wait`` follows the job's event stream (resuming with
+``Last-Event-ID`` when the connection drops, polling when there is no stream) and draws its
+progress on stderr. Every HTTP wait has a read timeout (``--timeout``, cut to what is left of
+``--max-wait``); a silent server is given up after ``RECONNECT_FOR_S``.
 Exit codes: 0 succeeded, 1 failed, cancelled or refused, 2 bad arguments, server unreachable
 or ``--max-wait`` over, 3 no such job (or model).
 """
@@ -25,15 +28,10 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
+from httpx_sse import ServerSentEvent, SSEError, connect_sse
 
-from watchkeeper.cli.progress import (
-    ProgressDisplay,
-    SseEvent,
-    SseParser,
-    parse_assignment,
-    parse_file_assignment,
-    percent,
-)
+from watchkeeper.cli.assignments import parse_assignment, parse_file_assignment
+from watchkeeper.cli.progress import ProgressDisplay, print_jobs
 
 __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_UNREACHABLE", "add_job_commands", "wait_job"]
 
@@ -92,6 +90,7 @@ class _Watch:
         self.max_wait, self.started = max_wait, time.monotonic()
         self.contact = self.started  # the last answer from the server
         self.job: dict[str, Any] = {"id": job_id}
+        self.last_event_id = ""  # of the last event shown: where a new connection resumes
 
     def follow(self) -> dict[str, Any]:
         """To the end; the stream replays the job's history from its first event, so the
@@ -99,18 +98,16 @@ class _Watch:
         if self.job.get("state") in TERMINAL:
             self.show(self.job)
             return self.job
-        parser = SseParser()
         while self.job.get("state") not in TERMINAL:
             self.check_deadline()
             try:
-                ended = self._stream(parser)
+                ended = self._stream()
             except httpx.TransportError as exc:
                 self._lost(exc)
                 continue
             if ended is None:
                 return self._poll()
             if not ended:  # closed before the end (a restart?): resume after the last event seen
-                parser = SseParser(parser.last_id)
                 self._pause()
         try:
             return self.get()  # the whole job: its error, its result
@@ -140,30 +137,31 @@ class _Watch:
             raise _Stop(EXIT_UNREACHABLE, f"watchkeeper: job {self.job_id} is still {self.job.get('state')} "
                         f"after {self.max_wait:g} s (--max-wait); it goes on without us")
 
-    def _stream(self, parser: SseParser) -> bool | None:
-        """One connection to the event stream: True at the terminal state, False when it
-        closed before, None when the server has no event stream for the job."""
-        headers = {"Accept": "text/event-stream"}
-        if parser.last_id:
-            headers["Last-Event-ID"] = parser.last_id
+    def _stream(self) -> bool | None:
+        """One connection to the event stream, after ``last_event_id``: True at the terminal
+        state, False when it closed before, None when the server has no event stream for the job."""
+        headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
         read = self.client.timeout.read or 30.0
         if self.max_wait is not None:
             read = max(0.1, min(read, self.started + self.max_wait - time.monotonic()))
         timeout = httpx.Timeout(self.client.timeout.connect, read=read)
         url = _job_url(self.base, self.job_id, "/events")
-        with self.client.stream("GET", url, headers=headers, timeout=timeout) as response:
+        with connect_sse(self.client, "GET", url, headers=headers, timeout=timeout) as source:
             self.contact = time.monotonic()
-            if response.status_code != 200 or "event-stream" not in response.headers.get("content-type", ""):
+            if source.response.status_code != 200:
                 return None
-            for line in response.iter_lines():
-                self.contact = time.monotonic()
-                if (event := parser.feed(line)) is not None and self._apply(event):
-                    return True
-                self.display.refresh()
-                self.check_deadline()
+            try:
+                for event in source.iter_sse():  # an event's id is the stream's last id so far
+                    self.contact = time.monotonic()
+                    self.last_event_id = event.id or self.last_event_id
+                    if self._apply(event):
+                        return True
+                    self.check_deadline()
+            except SSEError:  # not text/event-stream (a proxy's page?): poll instead
+                return None
         return False
 
-    def _apply(self, event: SseEvent) -> bool:
+    def _apply(self, event: ServerSentEvent) -> bool:
         """Show one event; True when it is the terminal state."""
         try:
             data = json.loads(event.data)
@@ -354,16 +352,7 @@ def _list(args: argparse.Namespace, client: httpx.Client, base: str) -> int:
     response = client.get(f"{base}/v1/jobs", params=query)
     if response.status_code != 200:
         return _refused(response)
-    rows = [("ID", "MODEL", "STATE", "PROGRESS", "ATTEMPTS", "CREATED")]
-    for job in response.json().get("jobs", []):
-        created = job.get("created_at")
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "-"
-        rows.append((str(job.get("id")), str(job.get("model")), str(job.get("state")),
-                     f"{percent(float(job.get('progress') or 0))}%",
-                     f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}", when))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print_jobs(response.json().get("jobs", []), sys.stdout)
     return EXIT_OK
 
 

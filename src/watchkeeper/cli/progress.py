@@ -1,96 +1,36 @@
-"""The pure pieces of ``watchkeeper jobs``: ``NAME=VALUE`` parsing, server-sent events,
-the progress bar and its display.
+"""What ``watchkeeper jobs`` shows: a job's progress (on stderr) and the jobs table (on stdout),
+drawn by rich on a terminal and written as plain lines anywhere else.
 
-Runs in the user's shell, in the CLI process (the CLI talks to the server over HTTP only;
-see ``watchkeeper.cli.jobs``). Nothing here does I/O except :class:`ProgressDisplay`, which
-writes to the stream it is given: every piece can be tested without a server or a network.
+Runs in the user's shell, in the CLI process; no network (``watchkeeper.cli.jobs`` talks to the
+server and feeds :class:`ProgressDisplay`). On a terminal the progress is a rich.progress bar
+redrawn in place (rich's refresh thread moves its clock on between events) and ``jobs list`` a
+rich.table, states in colour. When the stream is not a terminal (a pipe, a file, a CI log) the
+output is what scripts read: one progress line per state change and per 10 % step, like
+``[##########..........]  50%  frame 16/32  running 8.0s``, and the table as space-padded
+columns, without colour or control codes. Whether a stream is a terminal is its ``isatty()``,
+never rich's environment guesses (``FORCE_COLOR``), so a script's pipe stays plain.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO
 
-__all__ = ["ProgressDisplay", "SseEvent", "SseParser", "format_bar", "parse_assignment",
-           "parse_file_assignment", "parse_value", "percent"]
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
+from rich.table import Column, Table
+from rich.text import Text
 
+__all__ = ["JOB_COLUMNS", "STATE_STYLES", "ProgressDisplay", "clean_message", "format_bar", "percent",
+           "print_jobs"]
+
+#: A job state's colour on a terminal.
+STATE_STYLES = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "bold red",
+                "cancelled": "magenta"}
+JOB_COLUMNS = ("ID", "MODEL", "STATE", "PROGRESS", "ATTEMPTS", "CREATED")
 _MAX_MESSAGE = 60
 _EPSILON = 1e-9  # 0.29 * 100 is 28.999...: shown as 29 %
-
-# --- NAME=VALUE ---------------------------------------------------------------------------
-
-
-def parse_value(text: str) -> Any:
-    """``5``, ``true``, ``"x"``, ``[1,2]`` as JSON; anything else (``512p``, ``NaN``) as a string."""
-    try:
-        return json.loads(text, parse_constant=_not_json)
-    except ValueError:
-        return text
-
-
-def _not_json(name: str) -> Any:
-    raise ValueError(name)
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``NAME=VALUE`` (an argparse ``type``), the value read by :func:`parse_value`."""
-    name, value = parse_file_assignment(text, allow_empty=True)
-    return name, parse_value(value)
-
-
-def parse_file_assignment(text: str, allow_empty: bool = False) -> tuple[str, str]:
-    """``NAME=FILE`` (an argparse ``type``): the value is kept as it is."""
-    name, equals, value = text.partition("=")
-    if not equals or not name.strip() or not (value or allow_empty):
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name.strip(), value
-
-
-# --- server-sent events -------------------------------------------------------------------
-
-
-class SseEvent(NamedTuple):
-    id: str | None
-    event: str
-    data: str
-
-
-class SseParser:
-    """Server-sent events fed one line at a time: an event is dispatched at the blank line
-    ending it; comments (``: keep-alive``) are skipped; the last ``id`` is kept."""
-
-    def __init__(self, last_id: str | None = None) -> None:
-        self.last_id = last_id
-        self._event = ""
-        self._data: list[str] = []
-
-    def feed(self, line: str) -> SseEvent | None:
-        line = line.rstrip("\r\n")
-        if not line:
-            data, event = self._data, self._event or "message"
-            self._data, self._event = [], ""
-            return SseEvent(self.last_id, event, "\n".join(data)) if data else None
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        elif field == "id" and "\0" not in value:
-            self.last_id = value
-        return None  # a comment has an empty field name
-
-    def feed_lines(self, lines: Iterable[str]) -> Iterator[SseEvent]:
-        for line in lines:
-            if (event := self.feed(line)) is not None:
-                yield event
-
-
-# --- progress -----------------------------------------------------------------------------
 
 
 def _fraction(progress: float) -> float:
@@ -102,54 +42,149 @@ def percent(progress: float) -> int:
     return int(_fraction(progress) * 100 + _EPSILON)
 
 
+def clean_message(message: str) -> str:
+    """A job's message on one line: control characters and runs of blanks become one space,
+    and it is cut to 60 characters (with ``…``)."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in message).split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
 def format_bar(progress: float, message: str, state: str, elapsed_s: float, width: int = 20) -> str:
-    """``[##########..........]  50%  frame 16/32  running 12.3s``"""
+    """The plain progress line: ``[##########..........]  50%  frame 16/32  running 12.3s``"""
     filled = int(_fraction(progress) * width + _EPSILON)
     parts = [f"[{'#' * filled}{'.' * (width - filled)}] {percent(progress):3d}%"]
-    text = " ".join("".join(c if c.isprintable() else " " for c in message).split())
-    if text:
-        parts.append(text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…")
+    if text := clean_message(message):
+        parts.append(text)
     parts.append(f"{state} {max(0.0, elapsed_s):.1f}s")
     return "  ".join(parts)
 
 
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # closed
+        return False
+
+
+def _console(stream: TextIO) -> Console:
+    """A rich console on a terminal ``stream`` (markup and highlighting off: text is data)."""
+    return Console(file=stream, force_terminal=True, highlight=False, emoji=False)
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+class _StateColumn(ProgressColumn):
+    """The task's description, a job state, in its colour."""
+
+    def render(self, task: Task) -> Text:
+        return Text(task.description, style=STATE_STYLES.get(task.description, ""))
+
+
+class _InStateColumn(ProgressColumn):
+    """Seconds since the job entered its state (the task's ``since`` field), like ``8.0s``."""
+
+    def render(self, task: Task) -> Text:
+        return Text(f"{max(0.0, task.get_time() - task.fields['since']):.1f}s", style="progress.elapsed")
+
+
+def _live_bar(stream: TextIO, clock: Callable[[], float]) -> Progress:
+    """``running ━━━━━━━━━━╸━━━━━━━━━  50% frame 16/32 8.0s``, redrawn 10 times a second."""
+    return Progress(
+        _StateColumn(),
+        BarColumn(),
+        TextColumn("{task.fields[percent]:>3d}%", markup=False),
+        TextColumn("{task.fields[message]}", markup=False, table_column=Column(no_wrap=True)),
+        _InStateColumn(),
+        console=_console(stream),
+        get_time=clock,
+    )
+
+
 class ProgressDisplay:
-    """A job's progress on ``stream``: on a TTY one line redrawn in place, else one line per
-    state change and per 10 % step. The elapsed time counts from entering the state."""
+    """A job's progress on ``stream``: on a terminal a rich progress bar redrawn in place, else
+    one plain line per state change and per 10 % step. The elapsed time counts from entering
+    the state. ``tty`` overrides ``stream.isatty()``; ``clock`` is for tests."""
 
     def __init__(self, stream: TextIO, tty: bool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.stream, self.clock = stream, clock
-        self.tty = stream.isatty() if tty is None else tty
+        self.tty = _is_terminal(stream) if tty is None else tty
         self.state, self.progress, self.message = "", 0.0, ""
-        self._since, self._decile, self._drawn = clock(), -1, False
+        self._since, self._decile = clock(), -1
+        self._bar: Progress | None = None
+        self._task = TaskID(0)
 
     def update(self, state: str, progress: float, message: str) -> None:
-        changed, decile = state != self.state, int(_fraction(progress) * 10 + _EPSILON)
+        changed = state != self.state
         if changed:
             self.state, self._since, self._decile = state, self.clock(), -1
-        self.progress, self.message = progress, message
+        self.progress, self.message = progress, clean_message(message)
         if self.tty:
-            self.refresh()
-        elif decile > self._decile:
-            self._write(self._line() + "\n")
-        self._decile = max(decile, self._decile)
-
-    def refresh(self) -> None:
-        """Redraw the TTY line (its elapsed time moves on between events)."""
-        if self.tty and self.state:
-            width = max(10, shutil.get_terminal_size().columns - 1)
-            self._write("\r" + self._line()[:width] + "\x1b[K")
-            self._drawn = True
+            self._draw()
+        else:
+            self._log()
 
     def close(self) -> None:
-        if self._drawn:
-            self._write("\n")
-            self._drawn = False
+        """Stop the live bar (leaving its last state on screen); again is harmless."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
-    def _line(self) -> str:
-        return format_bar(self.progress, self.message, self.state, self.clock() - self._since)
+    def _log(self) -> None:
+        decile = int(_fraction(self.progress) * 10 + _EPSILON)
+        if decile > self._decile:
+            line = format_bar(self.progress, self.message, self.state, self.clock() - self._since)
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        self._decile = max(decile, self._decile)
 
-    def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+    def _draw(self) -> None:
+        if self._bar is None:
+            self._bar = _live_bar(self.stream, self.clock)
+            self._task = self._bar.add_task(self.state, total=1.0, percent=0, message="", since=self._since)
+            self._bar.start()
+        self._bar.update(self._task, completed=_fraction(self.progress), description=self.state,
+                         percent=percent(self.progress), message=self.message, since=self._since,
+                         refresh=True)  # each event drawn when it comes; the thread moves the clock on
+
+
+# --- jobs table ---------------------------------------------------------------------------
+
+
+def _job_row(job: Mapping[str, Any]) -> tuple[str, ...]:
+    created = job.get("created_at")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if created else "-"
+    return (str(job.get("id")), str(job.get("model")), str(job.get("state")),
+            f"{percent(float(job.get('progress') or 0))}%",
+            f"{job.get('attempts', 0)}/{job.get('max_attempts', '?')}", when)
+
+
+def print_jobs(jobs: Iterable[Mapping[str, Any]], out: TextIO, tty: bool | None = None) -> None:
+    """The ``jobs list`` table: a rich table on a terminal, else columns padded with spaces
+    (a header line, then one line per job; ``split()`` reads them). ``tty`` overrides
+    ``out.isatty()``."""
+    rows = [_job_row(job) for job in jobs]
+    if _is_terminal(out) if tty is None else tty:
+        _console(out).print(_rich_table(rows))
+        return
+    lines = [JOB_COLUMNS, *rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(JOB_COLUMNS))]
+    for line in lines:
+        cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+        out.write("  ".join(cells).rstrip() + "\n")
+    out.flush()
+
+
+def _rich_table(rows: list[tuple[str, ...]]) -> Table:
+    """One line per job; on a narrow terminal the other columns are cut short (``…``), never
+    the id: it is copied into other commands."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    id_width = max((len(row[0]) for row in rows), default=2)
+    for name in JOB_COLUMNS:
+        table.add_column(name, no_wrap=True, min_width=id_width if name == "ID" else None)
+    state = JOB_COLUMNS.index("STATE")
+    for row in rows:  # Text, not str: a model name is not rich markup
+        table.add_row(*(Text(cell, style=STATE_STYLES.get(cell, "") if i == state else "")
+                        for i, cell in enumerate(row)))
+    return table
