@@ -15,9 +15,16 @@ Three measures, each on real servers (`watchkeeper serve` subprocesses) in the s
      succeeded with the right file bytes, or failed with a reason.
   3. img2video, 512p, 32 frames, 16 fps, from a 1024x768 PNG: frames/s of a served job
      (its started_at to finished_at), median of 3, against the same render in-process.
+  4. store faults mid-run (needs root: the data dir is a 64 MiB tmpfs): the same chaos `work`
+     jobs and submitting threads as 2, while the store's write lock is held by another
+     process (8 s, then 6 s), the disk is filled (6 s, then 5 s) and the server SIGKILLed
+     twice; then the data dir is deleted mid-run. Counts: jobs that read `succeeded` without
+     their result, jobs run more often than their `attempts` say (runs counted from the
+     server's `job.run_started` log lines), /health failing (naming the fault) during each
+     fault, and submits accepted after the data dir was deleted.
 The share of the CPU that other processes used meanwhile is printed: workers run at nice 5.
 
-Run: .venv/bin/python bench/jobs.py [--rounds N] [--kills N] [--only submit|kills|video]
+Run: .venv/bin/python bench/jobs.py [--rounds N] [--kills N] [--only submit|kills|video|faults]
 """
 
 from __future__ import annotations
@@ -30,13 +37,16 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -221,24 +231,26 @@ class Feeder:
 
     def __init__(self, url: str, threads: int = 2) -> None:
         self.url, self.accepted, self.outcomes = url, dict[str, int](), Counter[str]()  # id -> file size
+        self.sent: list[tuple[float, str]] = []  # (time.monotonic() when sent, outcome)
         self.lock, self.done = threading.Lock(), threading.Event()
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
 
     def submit(self, client: httpx.Client, rng: random.Random, seconds: tuple[float, float],
                label: str = "") -> None:
         """One submit: accepted, server down (no connection), broken in flight, or its status."""
-        size = rng.randint(1, 64) * 1024
+        size, sent = rng.randint(1, 64) * 1024, time.monotonic()
         inputs = {"action": "work", "seconds": round(rng.uniform(*seconds), 3),
                   "steps": rng.randint(3, 5), "blob_kb": size // 1024, "tag": f"{rng.random():.12f}"}
         try:
             response = client.post("/v1/models/chaos/jobs", json={"inputs": inputs})
             ok = response.status_code == 202
-            outcome = "accepted" if ok else f"HTTP {response.status_code}: {response.text[:120]}"
+            outcome = "accepted" if ok else refusal(response)
         except httpx.ConnectError:
             outcome = "server down"
         except httpx.TransportError:
             outcome = "broken in flight"
         with self.lock:
+            self.sent.append((sent, outcome))
             self.outcomes[label + outcome] += 1
             if outcome == "accepted":
                 self.accepted[response.json()["id"]] = size
@@ -299,6 +311,16 @@ def kill_loop(srv: JobServer, kills: int) -> tuple[Feeder, dict[str, Any]]:
     wait_idle(srv, 240)
     stats["drain_s"] = time.perf_counter() - drain
     return feeder, stats
+
+
+def refusal(response: httpx.Response) -> str:
+    """A refused submit in a few words: its status, error type and (a store's) fault."""
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}: {response.text[:80]}"
+    fault = (error.get("details") or {}).get("fault")
+    return f"HTTP {response.status_code} {error.get('type')}" + (f" (store {fault})" if fault else "")
 
 
 def check_job(srv: BenchServer, job_id: str, size: int, tally: Counter[str]) -> int:
@@ -451,10 +473,200 @@ def video(rounds: int) -> dict[str, Any]:
     return {**fps, "mp4_ok": all(served["ok"])}
 
 
+# --- 4. store faults mid-run -----------------------------------------------------------------
+
+FAULT_DISK_MB, LOCK_TIMEOUT_S = 64, 2  # jobs.store_write_timeout_s: a held lock fails writes in 2 s
+FAULTS = (("lock", 8.0), ("kill", 0.0), ("fill", 6.0), ("lock", 6.0), ("kill", 0.0), ("fill", 5.0))
+
+
+@contextmanager
+def tmpfs(size_mb: int) -> Iterator[Path | None]:
+    """A small tmpfs (a disk that really fills up), or None where mounting is not allowed."""
+    mount = Path(tempfile.mkdtemp(prefix="wk-bench-disk-"))
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    try:
+        yield None if done.returncode else mount
+    finally:
+        if not done.returncode:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(mount, ignore_errors=True)
+
+
+class HealthLog:
+    """/health sampled every 0.2 s in a thread: (time.monotonic(), status, store fault)."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.samples, self.done = url, list[tuple[float, int, str | None]](), threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=2) as client:
+            while not self.done.is_set():
+                try:
+                    response = client.get("/health")
+                    store = response.json()["jobs"].get("store") or {}
+                    self.samples.append((time.monotonic(), response.status_code, store.get("fault")))
+                except (httpx.HTTPError, ValueError, KeyError):
+                    self.samples.append((time.monotonic(), 0, None))
+                time.sleep(0.2)
+
+    def saw(self, start: float, end: float, fault: str) -> bool:
+        """/health answered 503 naming ``fault`` between ``start`` and ``end`` (+ one check)."""
+        return any(start <= t <= end + 3 and status == 503 and seen == fault
+                   for t, status, seen in self.samples)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(5)
+
+
+def hold_lock(db: Path, seconds: float) -> None:
+    """Another process's write lock on the store (this one's connection) for ``seconds``."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        time.sleep(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+def fill_disk(root: Path, seconds: float) -> None:
+    """Fill the filesystem of ``root`` to the last page for ``seconds``, then free it."""
+    filler = root / "filler"
+    with open(filler, "wb", buffering=0) as out:
+        for chunk in (1 << 20, 4096):
+            try:
+                while True:
+                    out.write(b"\0" * chunk)
+            except OSError:
+                pass
+    time.sleep(seconds)
+    filler.unlink()
+
+
+def inject(srv: JobServer, disk: Path, fault: str, seconds: float, health: HealthLog) -> bool:
+    """One fault; True when /health named it while it lasted (a kill: the server came back)."""
+    start = time.monotonic()
+    if fault == "kill":
+        srv.sigkill()
+        srv.respawn()
+        srv.wait_ready()
+        return True
+    if fault == "lock":
+        hold_lock(disk / "data" / "jobs.sqlite3", seconds)
+    else:
+        fill_disk(disk, seconds)
+    return health.saw(start, time.monotonic(), {"lock": "busy", "fill": "full"}[fault])
+
+
+def runs_per_job(log: Path) -> Counter[str]:
+    """How many times each job was sent to a worker, from the server's job.run_started lines."""
+    runs = Counter[str]()
+    for line in log.read_text(errors="replace").splitlines():
+        if '"job.run_started"' in line:
+            runs[orjson.loads(line)["job_id"]] += 1
+    return runs
+
+
+def fault_loop(srv: JobServer, disk: Path, health: HealthLog) -> tuple[Feeder, list[list[Any]]]:
+    rng, feeder, seen = random.Random(7), Feeder(srv.url), list[list[Any]]()
+    for _ in range(BATCH // 2):
+        feeder.submit(srv.client, rng, (0.3, 1.0))
+    for thread in feeder.threads:
+        thread.start()
+    try:
+        for fault, seconds in FAULTS:
+            time.sleep(rng.uniform(1.0, 2.5))
+            held = f"{seconds:g} s" if seconds else "-"
+            seen.append([fault, held, inject(srv, disk, fault, seconds, health)])
+    finally:
+        feeder.done.set()
+        for thread in feeder.threads:
+            thread.join(60)
+    wait_idle(srv, 240)
+    return feeder, seen
+
+
+def delete_phase(srv: JobServer, disk: Path, health: HealthLog) -> dict[str, Any]:
+    """Submit, delete the data dir mid-run, keep submitting: nothing may be accepted after,
+    and nothing may read `succeeded` without its result."""
+    feeder = Feeder(srv.url)
+    for thread in feeder.threads:
+        thread.start()
+    time.sleep(3)
+    deleted = time.monotonic()
+    shutil.rmtree(disk / "data")
+    time.sleep(6)
+    feeder.done.set()
+    for thread in feeder.threads:
+        thread.join(60)
+    after = [outcome for t, outcome in feeder.sent if t > deleted]
+    tally = Counter[str]()
+    for job_id, size in feeder.accepted.items():
+        if srv.client.get(f"/v1/jobs/{job_id}").status_code == 503:
+            tally["answered 503 (the store is gone)"] += 1
+        else:
+            check_job(srv, job_id, size, tally)
+    return {"accepted_after": after.count("accepted"), "refused": len(after) - after.count("accepted"),
+            "reads": tally, "noticed": health.saw(deleted, time.monotonic(), "gone")}
+
+
+def store_faults() -> dict[str, Any] | None:
+    with tmpfs(FAULT_DISK_MB) as disk:
+        if disk is None:
+            print("## 4. store faults: skipped (cannot mount a tmpfs here; run as root)\n")
+            return None
+        env = {"WK_SERVER__DATA_DIR": str(disk / "data"), "WK_JOBS__MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+               "WK_JOBS__MIN_FREE_DISK_MB": "0", "WK_JOBS__STORE_WRITE_TIMEOUT_S": str(LOCK_TIMEOUT_S),
+               "WK_SERVER__LOG_LEVEL": "info"}
+        srv, tally = JobServer({"chaos": CHAOS}, env), Counter[str]()
+        try:
+            srv.wait_ready()
+            health = HealthLog(srv.url)
+            feeder, seen = fault_loop(srv, disk, health)
+            attempts = {job_id: check_job(srv, job_id, size, tally)
+                        for job_id, size in feeder.accepted.items()}
+            runs = runs_per_job(srv.dir / "server.log")
+            deleted = delete_phase(srv, disk, health)
+            health.stop()
+        finally:
+            srv.stop()
+    result = {"seen": seen, "outcomes": feeder.outcomes, "tally": tally, "deleted": deleted,
+              "runs": sum(runs[j] for j in attempts), "attempts": sum(attempts.values()),
+              "over": sum(1 for j, n in attempts.items() if runs[j] > n),
+              "no_result": tally["LOST: succeeded, result wrong or missing"],
+              "lost": sum(n for k, n in tally.items() if k.startswith("LOST"))}
+    report_faults(result)
+    return result
+
+
+def report_faults(r: dict[str, Any]) -> None:
+    print(f"## 4. store faults mid-run (chaos `work` jobs, 2 replicas, data dir on a {FAULT_DISK_MB} MiB "
+          f"tmpfs, jobs.store_write_timeout_s {LOCK_TIMEOUT_S})\n")
+    print(table(["fault, in order", "held", "/health failed naming it (a kill: server back)"],
+                [[f, h, "yes" if ok else "NO"] for f, h, ok in r["seen"]]) + "\n")
+    d = r["deleted"]
+    print(table(["", "count"], [[f"submits: {k}", n] for k, n in sorted(r["outcomes"].items())] + [
+        [f"accepted jobs that ended {k}", n] for k, n in sorted(r["tally"].items())] + [
+        ["runs sent to a worker (job.run_started) / attempts counted", f"{r['runs']} / {r['attempts']}"],
+        ["**jobs run more times than their attempts say** (target 0)", r["over"]],
+        ["**jobs that read succeeded without their result** (target 0)", r["no_result"]],
+        ["**lost** (target 0)", r["lost"]],
+        ["then the data dir deleted mid-run: submits sent after it, refused", d["refused"]],
+        ["**submits accepted after the deletion** (target 0)", d["accepted_after"]],
+        ["/health failed naming `gone`", "yes" if d["noticed"] else "NO"]] + [
+        [f"jobs of that run, read after the deletion: {k}", n]
+        for k, n in sorted(d["reads"].items())]) + "\n")
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
-def summary(sub: dict[str, Any] | None, kills: dict[str, Any] | None, vid: dict[str, Any] | None) -> None:
+def summary(sub: dict[str, Any] | None, kills: dict[str, Any] | None, vid: dict[str, Any] | None,
+            faults: dict[str, Any] | None = None) -> None:
     rows = []
     if sub:
         t = sub["times"]
@@ -466,6 +678,12 @@ def summary(sub: dict[str, Any] | None, kills: dict[str, Any] | None, vid: dict[
         met = "met" if kills["lost"] == 0 else "NOT met"
         rows.append([f"jobs lost after {kills['kills']} server SIGKILLs", f"{kills['lost']} of "
                      f"{kills['accepted']}", f"most attempts {kills['max_attempts']}", f"0: {met}"])
+    if faults:
+        bad = faults["over"] + faults["no_result"] + faults["lost"] + faults["deleted"]["accepted_after"]
+        rows.append(["store faults: run > attempts / succeeded without result / lost / accepted "
+                     "after deletion", f"{faults['over']} / {faults['no_result']} / {faults['lost']} / "
+                     f"{faults['deleted']['accepted_after']}", f"of {sum(faults['tally'].values())} jobs",
+                     "0: met" if bad == 0 else "0: NOT met"])
     if vid:
         rows.append(["img2video 512p/32 frames, frames/s served", f"{vid['served']:.1f}",
                      f"in-process {vid['local']:.1f} ({vid['served'] / vid['local']:.2f}x)",
@@ -494,21 +712,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="bursts of 100 requests in 1.")
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--only", choices=("submit", "kills", "video"))
+    parser.add_argument("--only", choices=("submit", "kills", "video", "faults"))
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers in `finally`
     print(f"# durable jobs benchmark; {machine()}\n")
-    sub = kills = vid = None
+    sub = kills = vid = faults = None
     keep = True  # the servers' dirs, after an error
     try:
         if args.only in (None, "submit"):
             sub = submit_latency(args.rounds)
         if args.only in (None, "kills"):
             kills = server_kills(args.kills)
+        if args.only in (None, "faults"):
+            faults = store_faults()
         if args.only in (None, "video"):
             vid = video(VIDEO_JOBS)
-        summary(sub, kills, vid)
-        keep = bool(kills and (kills["lost"] or kills["problems"]))
+        summary(sub, kills, vid, faults)
+        keep = bool(kills and (kills["lost"] or kills["problems"])) or bool(
+            faults and (faults["over"] or faults["no_result"] or faults["lost"]))
     finally:
         cleanup(keep)
 

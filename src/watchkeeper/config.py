@@ -97,11 +97,95 @@ class ServerConfig(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Lowest level of log records written."
     )
+    max_json_values: StrictInt = Field(
+        default=1_000_000,
+        ge=1,
+        description="Most JSON values (objects, arrays, strings, numbers...) one JSON body or "
+        "form field may hold (more: 413); bounds the front's work per body, as building each "
+        "value costs far more than its bytes. Send large arrays as a file or base64 instead.",
+    )
+    client_header_timeout_s: StrictFloat = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a client may take to send a request's head (request line and "
+        "headers), from the connection's opening or the request's first byte: then 408 and "
+        "the connection is closed (closed without an answer if nothing was sent).",
+    )
+    client_body_timeout_s: StrictFloat = Field(
+        default=30.0,
+        gt=0,
+        description="Longest a client may take to send a request's body, from the end of its "
+        "head, extended by one second for every `client_body_min_kib_per_s` KiB received: then "
+        "408 and the connection is closed.",
+    )
+    client_body_min_kib_per_s: StrictFloat = Field(
+        default=64.0,
+        gt=0,
+        description="Slowest upload rate (KiB/s) that extends `client_body_timeout_s`: a large "
+        "body sent at this rate or faster is never cut off; a trickle is.",
+    )
+    keep_alive_timeout_s: StrictFloat = Field(
+        default=5.0,
+        gt=0,
+        description="How long an idle connection is kept open between requests.",
+    )
+    max_head_kib: StrictInt = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Largest request head (request line and headers), in KiB: larger gets 431 "
+        "and the connection is closed.",
+    )
+    max_connections: StrictInt = Field(
+        default=1000,
+        ge=1,
+        description="Most client connections open at once. Past it, idle connections (between "
+        "requests, or still sending a head) are closed, oldest first; if none is idle, the new "
+        "connection's requests get 503 + Retry-After, except the health probes (`/livez`, "
+        "`/readyz`, `/health/simple`), which are answered. Keep it under the process's "
+        "open-files limit (`ulimit -n`), which the server raises to fit when it can.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="JSON file of API keys (salted hashes; made with `watchkeeper keys add`). "
+        "Unset: no keys, every caller is one anonymous owner, and the server serves loopback "
+        "only unless `allow_anonymous`. See docs/security.md.",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Serve a non-loopback `host` without API keys (logged as a warning at "
+        "start). Off: such a server refuses to start.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use (the `Host` header), on top of `host`, "
+        "`localhost`, `127.0.0.1` and `::1`; others get 400 (DNS rebinding). `*`: any.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (e.g. `https://app.example.com`) whose pages may call the "
+        "API: they get CORS headers; a state-changing request from any other origin gets 403.",
+    )
+    default_requests_per_s: StrictFloat | None = Field(
+        default=None, gt=0,
+        description="Requests a second per key, for keys without their own rate (429 + "
+        "Retry-After beyond). Unset: no limit.",
+    )
+    default_max_queued_jobs: StrictInt = Field(
+        default=1000, ge=1,
+        description="Jobs a key (or the anonymous owner) may have queued or running at once, "
+        "for keys without their own limit (429 + Retry-After beyond).",
+    )
+    default_max_result_mb: StrictFloat = Field(
+        default=10240.0, gt=0,
+        description="MiB of stored job results a key may hold, for keys without their own "
+        "limit (submits get 429 beyond, until results expire or are deleted).",
+    )
 
-    @field_validator("data_dir", "cache_dir")
+    @field_validator("data_dir", "cache_dir", "api_keys_file")
     @classmethod
-    def _expand_user(cls, value: Path) -> Path:
-        return value.expanduser()
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
 
 
 class JobsConfig(_Frozen):
@@ -136,6 +220,25 @@ class JobsConfig(_Frozen):
         ge=0,
         description="How long a cancelled running job's model has to stop by itself (at its "
         "next progress report) before its worker is killed and replaced.",
+    )
+    max_streams_per_job: StrictInt = Field(
+        default=100,
+        ge=1,
+        description="Most event streams (`GET /v1/jobs/ID/events`) open on one job; more get "
+        "503 + Retry-After.",
+    )
+    max_streams: StrictInt = Field(
+        default=500,
+        ge=1,
+        description="Most event streams open at once, over all jobs; more get 503 + Retry-After.",
+    )
+    store_write_timeout_s: StrictFloat = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Longest a write to the job store waits for the database's write lock "
+        "(held by another process, e.g. a sqlite3 shell) before it fails; the store is then "
+        "reported failing in `/health` and submits get 503 until a check finds it writable.",
     )
 
 

@@ -50,7 +50,8 @@ ENV_PREFIX = "WK_"
 #: ``WK_*`` variables that are not configuration keys: ``WK_CONFIG`` names the file, the
 #: others are the built-in apps' own settings (a test finds every one the apps read).
 NON_CONFIG_ENV: frozenset[str] = frozenset(
-    {"WK_CONFIG", "WK_CHAOS_SETUP_DELAY_S", "WK_CHAOS_PROBE_FAIL_FILE", "WK_EMBED_MODEL_DIR"}
+    {"WK_CONFIG", "WK_CHAOS_SETUP_DELAY_S", "WK_CHAOS_PROBE_FAIL_FILE", "WK_CHAOS_SETUP_FAIL_FILE",
+     "WK_EMBED_MODEL_DIR"}
 )
 
 _TOP_LEVEL_KEYS = ("jobs", "models", "server")

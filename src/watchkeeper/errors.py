@@ -9,7 +9,9 @@ them by ``type`` string and never import the web framework.
     ├── BadInput               400  the body is not what the endpoint takes
     │   ├── InvalidInput       422  a field is missing, of the wrong type or out of bounds
     │   └── PayloadTooLarge    413  the body or an image is over the limit
-    ├── NotFound               404  no such model (or job)
+    ├── Unauthenticated        401  no API key, or one that is unknown or revoked
+    ├── Forbidden              403  the key lacks the route's scope, or a page on another origin
+    ├── NotFound               404  no such model (or job, or not the caller's job)
     ├── Conflict               409  the job is not in a state that allows this (e.g. no
     │                               result yet), or an Idempotency-Key reused with another body
     ├── Cancelled              409  the job was cancelled while it ran
@@ -36,6 +38,8 @@ __all__ = [
     "BadInput",
     "InvalidInput",
     "PayloadTooLarge",
+    "Unauthenticated",
+    "Forbidden",
     "NotFound",
     "Conflict",
     "Cancelled",
@@ -90,6 +94,16 @@ class InvalidInput(BadInput):
 class PayloadTooLarge(BadInput):
     type = "payload_too_large"
     default_suggestion = "Send a smaller body or image."
+
+
+class Unauthenticated(WatchkeeperError):
+    type = "unauthenticated"
+    default_suggestion = "Send an API key: Authorization: Bearer KEY (or X-API-Key: KEY)."
+
+
+class Forbidden(WatchkeeperError):
+    type = "forbidden"
+    default_suggestion = "Ask the operators for a key with the scope this route needs."
 
 
 class NotFound(WatchkeeperError):
@@ -150,6 +164,8 @@ _BY_TYPE: dict[str, type[WatchkeeperError]] = {
         BadInput,
         InvalidInput,
         PayloadTooLarge,
+        Unauthenticated,
+        Forbidden,
         NotFound,
         Conflict,
         Cancelled,

@@ -15,6 +15,12 @@ Keys, in order: ``ts`` (UTC, milliseconds), ``level``, ``event`` (the log messag
 ``exc_info``. The four first keys cannot be overridden by fields; a call's fields override
 static fields of the same name. Values JSON cannot hold are written with ``str()``.
 
+No value makes a long line: every field (the event, static fields, the call's fields) is cut
+to about ``MAX_VALUE_CHARS`` characters of JSON, strings keeping their head and containers
+their first items, each cut marked with how much was left out (``"xxxx…[4,193,792
+characters cut]"``, ``"…[9,990 of 10,000 items cut]"``); a traceback keeps its first and
+last ``MAX_TRACEBACK_CHARS / 2`` characters. A line that is short as a whole costs no check.
+
 Events are short dotted names, so logs can be filtered on ``event`` alone:
 
 - ``server.start``                the front's models are starting (models)
@@ -37,6 +43,19 @@ Events are short dotted names, so logs can be filtered on ``event`` alone:
 - ``resources.read_failed``       reading memory, disk or GPU figures for /health failed (error)
 - ``resources.recovered``         readings work again after a failure (previous_error)
 - ``resources.nvml_unavailable``  (debug) no GPU readings: NVML could not start (error)
+- ``connection.header_timeout``   a client sent part of a request head, then stalled: 408 and
+                                  closed (client, received_bytes, client_header_timeout_s)
+- ``connection.body_timeout``     a request's body did not arrive in time: 408 and closed
+                                  (request_id, client, method, path, received_bytes, after_s)
+- ``connection.head_too_large``   a request head over server.max_head_kib: 431 and closed
+- ``connection.bad_request``      (info) the HTTP parser refused a request: 400 and closed (error)
+- ``connection.evicted``          idle connections closed past server.max_connections
+                                  (connections: how many since the last such line; once a second)
+- ``connection.over_capacity``    past server.max_connections with none idle: new requests get
+                                  503, probes are answered (connections; once a second)
+- ``job.stream_failed``           a job's event feed could not read the store: its streams end
+                                  (job_id, error); clients resume with Last-Event-ID
+- ``server.open_files_limit``     the open-files limit is below server.max_connections (open_files)
 """
 
 from __future__ import annotations
@@ -73,6 +92,13 @@ _STANDARD_ATTRS: frozenset[str] = frozenset(
 _CLASH_KEY = "_wk_fields"
 _CORE_KEYS = ("ts", "level", "event", "logger")
 _DUMPS_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+#: Longest a logged value may be, in characters of JSON (about; a client's 4 MB param is
+#: logged as its first MAX_VALUE_CHARS characters and a marker saying how many were cut).
+MAX_VALUE_CHARS = 512
+#: Longest a traceback (``exc``, ``stack``) may be: its head and tail are kept.
+MAX_TRACEBACK_CHARS = 16384
+_TRACEBACK_KEYS = frozenset({"exc", "stack"})
+_MAX_LOG_DEPTH = 16
 
 
 class JsonFormatter(logging.Formatter):
@@ -233,12 +259,103 @@ def _iso_time(created: float) -> str:
 
 
 def _dumps(payload: dict[str, object]) -> str:
+    """The line; a line longer than MAX_VALUE_CHARS is checked field by field and cut."""
+    line = _dumps_bytes(payload)
+    if len(line) > MAX_VALUE_CHARS:  # only then can one field be over the limit
+        cut = _cut_fields(payload)
+        if cut is not None:
+            line = _dumps_bytes(cut)
+    return line.decode()
+
+
+def _dumps_bytes(payload: dict[str, object]) -> bytes:
     try:
-        return orjson.dumps(payload, default=str, option=_DUMPS_OPTIONS).decode()
+        return orjson.dumps(payload, default=str, option=_DUMPS_OPTIONS)
     except (TypeError, orjson.JSONEncodeError):
         # e.g. an int over 64 bits, which orjson refuses without calling default: write
         # each value orjson refuses as text and keep the others.
-        return orjson.dumps({key: _jsonable(value) for key, value in payload.items()}).decode()
+        return orjson.dumps({key: _jsonable(value) for key, value in payload.items()})
+
+
+def _cut_fields(payload: dict[str, object]) -> dict[str, object] | None:
+    """``payload`` with each value over its limit cut (None if none is)."""
+    cut: dict[str, object] = {}
+    changed = False
+    for key, value in payload.items():
+        if key in _TRACEBACK_KEYS and isinstance(value, str):
+            short: object = _cut_middle(value, MAX_TRACEBACK_CHARS)
+        else:
+            short = _shrink(value, MAX_VALUE_CHARS, 0)[0]
+        changed = changed or short is not value
+        cut[key] = short
+    return cut if changed else None
+
+
+def _shrink(value: object, budget: int, depth: int) -> tuple[object, int]:
+    """``value`` cut to about ``budget`` characters of JSON (itself when it fits), and the
+    characters it takes. Strings keep their head; containers their first items (each item
+    gets half of what is left); each cut ends with a marker saying how much was left out.
+    Walks at most about ``budget`` items, however large the value."""
+    if value is None or isinstance(value, bool | int | float):
+        return value, 8
+    if isinstance(value, str):
+        if len(value) <= budget:
+            return value, len(value) + 2
+        return f"{value[:max(budget, 0)]}…[{len(value) - budget:,} characters cut]", budget + 30
+    if isinstance(value, bytes | bytearray | memoryview):
+        size = len(value)
+        if size <= budget // 4:
+            return value, size * 4
+        return f"{bytes(value[:budget // 4])!r}…[{size - budget // 4:,} bytes cut]", budget + 30
+    if depth >= _MAX_LOG_DEPTH:
+        return f"[{type(value).__name__} nested deeper than {_MAX_LOG_DEPTH} levels: cut]", 50
+    if isinstance(value, dict):
+        return _shrink_dict(value, budget, depth)
+    if isinstance(value, list | tuple):
+        return _shrink_list(value, budget, depth)
+    return _shrink(str(value), budget, depth)
+
+
+def _shrink_dict(value: dict[Any, Any], budget: int, depth: int) -> tuple[object, int]:
+    out: dict[Any, Any] = {}
+    used, changed = 2, False
+    for key, item in value.items():
+        if used >= budget:
+            out["…"] = f"[{len(value) - len(out):,} of {len(value):,} entries cut]"
+            return out, used + 40
+        short, size = _shrink(item, _share(budget - used), depth + 1)
+        out[key] = short
+        used += size + len(str(key)) + 4
+        changed = changed or short is not item
+    return (out if changed else value), used
+
+
+def _shrink_list(value: list[Any] | tuple[Any, ...], budget: int, depth: int) -> tuple[object, int]:
+    out: list[Any] = []
+    used, changed = 2, False
+    for item in value:
+        if used >= budget:
+            out.append(f"…[{len(value) - len(out):,} of {len(value):,} items cut]")
+            return out, used + 40
+        short, size = _shrink(item, _share(budget - used), depth + 1)
+        out.append(short)
+        used += size + 1
+        changed = changed or short is not item
+    return (out if changed else value), used
+
+
+def _share(left: int) -> int:
+    """What one item of a container may take: half of what is left (so one huge item
+    leaves room for the small ones after it), and at least a short prefix."""
+    return max(left // 2, 32)
+
+
+def _cut_middle(text: str, limit: int) -> str:
+    """A traceback: its head and its tail (where the error is), the middle cut."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n…[{len(text) - 2 * half:,} characters cut]…\n{text[-half:]}"
 
 
 def _jsonable(value: object) -> object:

@@ -7,7 +7,10 @@ surrogates, huge strings, deep arrays), random and damaged images as base64 and 
 multipart files, decompression bombs and bodies around the size limit. Every answer must
 be 200 or 400/404/413/422 in the one error shape, with an X-Request-ID; where the right
 answer is known (chaos's inputs validated here, sizes, JSON depth) it must be that one.
-The last test checks that both models are still ready on the very same workers.
+Hostile header values (every header the server reads, with non-ASCII bytes, control
+characters, huge values, odd numbers) go over a raw socket: never a 5xx, a 4xx in the one
+error shape with a request id. The last test checks that both models are still ready on the
+very same workers.
 
 The bugs the fuzz found (deep nesting, malformed multipart, an unsendable input queued
 behind a request) each keep a test below (``regression-`` request ids): they must stay fixed.
@@ -40,6 +43,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from tests.integration.conftest import CHAOS, Server, ServerFactory, Servers
+from tests.integration.test_client_attacks import RawResponse, exchange
 from watchkeeper.apps.chaos import Chaos
 from watchkeeper.errors import BadInput
 from watchkeeper.http.bodies import check_depth
@@ -610,6 +614,91 @@ def test_a_deep_input_queued_behind_a_request_leaves_the_worker_alive(serve: Ser
     assert (results["sleeper"], results["innocent"], after) == (200, 200, 200)
     assert results["deep"] < 500
     assert own.worker_pids("chaos") == pids
+
+
+# --- hostile header values --------------------------------------------------------------
+# Every header the server reads, on a route that reads it, with values no client should send:
+# non-ASCII bytes, control characters, huge values, odd numbers. Sent over a raw socket (an
+# HTTP client would refuse most of them). Never a 5xx; a 4xx in the one error shape.
+
+ODD_VALUES = [b"\xb2", b"\xc2\xb2", "\u0663".encode(), b"\xff\xfe", b"-1", b"-0", b"nan", b"NaN",
+              b"inf", b"-inf", b"1e309", b"0x10", b"1_000", b" 5 ", b"", b"\x00", b"\x01", b"\x7f",
+              b"\t", b"9" * 40, b"bytes=-1", b"bytes=5-1", b"bytes=0-0,0-0," * 50, b"*/*;q=nan",
+              b"multipart/form-data; boundary=", b"application/json; charset=\xff"]
+#: No CR or LF: those end the header (framing is uvicorn's parser's business, tested below).
+header_values = st.one_of(
+    st.sampled_from(ODD_VALUES),
+    st.binary(max_size=64).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b"")),
+    st.builds(lambda unit, n: unit * n, st.sampled_from([b"a", b"\xb2", b"\x01", b"9"]),
+              st.integers(1000, 70_000)),
+)
+HEADERS_READ = ["x-request-id", "x-request-timeout", "last-event-id", "idempotency-key",
+                "content-type", "content-length", "range", "accept", "host", "origin",
+                "authorization", "x-api-key", "expect", "transfer-encoding", "if-range",
+                "access-control-request-method"]
+
+
+@pytest.fixture(scope="module")
+def finished_job(srv: Server) -> str:
+    """A succeeded job with a file result: its events end, its result answers Range."""
+    job = srv.submit_job("chaos", {"action": "ok", "blob_kb": 4})
+    return str(srv.wait_job(job["id"], "succeeded")["id"])
+
+
+def request_for(header: str, value: bytes, job_id: str) -> bytes:
+    """A request to a route that reads ``header``, with ``header: value`` in it."""
+    body = b'{"inputs": {"action": "ok", "tag": "headers"}}'
+    method, path = {
+        "last-event-id": ("GET", f"/v1/jobs/{job_id}/events"),
+        "range": ("GET", f"/v1/jobs/{job_id}/result"),
+        "if-range": ("GET", f"/v1/jobs/{job_id}/result"),
+        "idempotency-key": ("POST", "/v1/models/chaos/jobs"),
+        "accept": ("GET", "/v1/models"),
+        "access-control-request-method": ("OPTIONS", "/v1/models/chaos/predict"),
+    }.get(header, ("POST", "/v1/models/chaos/predict"))
+    headers = {b"host": b"127.0.0.1"}
+    if method == "POST":
+        headers.update({b"content-type": b"application/json", b"content-length": b"%d" % len(body)})
+    headers[header.encode()] = value
+    head = b"%s %s HTTP/1.1\r\n" % (method.encode(), path.encode())
+    head += b"".join(b"%s: %s\r\n" % item for item in headers.items()) + b"connection: close\r\n\r\n"
+    return head + (body if method == "POST" else b"")
+
+
+def check_raw(response: RawResponse, what: str) -> None:
+    assert response.status < 500, f"{what}: {response}"
+    assert response.headers.get("x-request-id"), f"{what}: {response}"
+    if response.status >= 400 and response.headers.get("content-type", "").startswith("application/json"):
+        error = orjson.loads(response.body)["error"]
+        assert error["message"] and error["request_id"] == response.headers["x-request-id"], what
+
+
+@FUZZ
+@given(header=st.sampled_from(HEADERS_READ), value=header_values)
+def test_hostile_header_values_get_no_5xx(srv: Server, finished_job: str, header: str,
+                                           value: bytes) -> None:
+    response = exchange(srv.url, request_for(header, value, finished_job), timeout_s=30)
+    event(f"{header}: HTTP {response.status}")
+    check_raw(response, f"{header}: {value[:80]!r}")
+
+
+@pytest.mark.parametrize("header", ["last-event-id", "x-request-timeout", "content-length",
+                                    "idempotency-key", "x-request-id"])
+@pytest.mark.parametrize("value", [b"\xb2", b"\xc2\xb2", b"\xb9\xb2"], ids=["latin-1", "utf-8", "two"])
+def test_superscript_digits_are_a_400_not_a_500(srv: Server, finished_job: str, header: str,
+                                                value: bytes) -> None:
+    """``Last-Event-ID: \u00b2`` was a 500: ``str.isdigit`` takes superscripts, ``int`` does not."""
+    response = exchange(srv.url, request_for(header, value, finished_job), timeout_s=30)
+    check_raw(response, f"{header}: {value!r}")
+    if header != "x-request-id":
+        assert response.status == 400, response
+
+
+def test_a_request_the_parser_refuses_is_a_400_in_the_error_shape(srv: Server) -> None:
+    response = exchange(srv.url, b"GET /livez HTTP/1.1\r\nHost: x\r\nBad Header: x\r\n\r\n")
+    assert response.status == 400, response
+    check_raw(response, "a header name with a space")
+    assert orjson.loads(response.body)["error"]["type"] == "bad_input"
 
 
 # --- after all of it ---------------------------------------------------------------------

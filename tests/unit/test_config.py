@@ -473,7 +473,8 @@ def test_env_unknown_top_key(tmp_path: Path, var: str) -> None:
 
 def test_env_unknown_server_key(tmp_path: Path) -> None:
     line = only_error(write(tmp_path, MINIMAL), {"WK_SERVER__PROT": "1"})
-    assert line.startswith("WK_SERVER__PROT: server.prot: unknown key (allowed: cache_dir, ")
+    assert line.startswith("WK_SERVER__PROT: server.prot: unknown key (allowed: allow_anonymous, ")
+    assert " port)" in line
 
 
 def test_env_unknown_model_key(tmp_path: Path) -> None:

@@ -199,3 +199,59 @@ def test_the_direct_path_writes_the_same_line_as_the_logging_path(
     logged.pop("ts")
     assert list(direct.items()) == list(logged.items())
     assert direct["model"] == "m" and direct["big"] == str(2**70)
+
+
+# --- no value makes a long line ----------------------------------------------------------
+
+
+def test_a_4_mb_field_is_cut_with_a_marker_and_the_others_kept(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info")
+    log_event(logging.getLogger("watchkeeper.http"), "request.error", request_id="r1",
+              params={"scale": "x" * 4_000_000, "k": 3}, status=422)
+    err = capsys.readouterr().err
+    assert len(err) < 2000
+    line = lines(err)[0]
+    assert line["request_id"] == "r1" and line["status"] == 422 and line["params"]["k"] == 3
+    assert line["params"]["scale"].startswith("x" * 200)
+    assert re.fullmatch(r"x+…\[3,99\d,\d{3} characters cut\]", line["params"]["scale"])
+
+
+def test_every_kind_of_field_is_cut_on_both_paths(capsys: pytest.CaptureFixture[str]) -> None:
+    """The direct path (log_event) and the logging path (logger.info with extra=, the
+    formatter) cut alike: strings, lists, dicts, bytes, objects and the event itself."""
+    configure_logging("info", static_big="s" * 5000)
+    logger = logging.getLogger("watchkeeper.test")
+    fields: dict[str, Any] = {"items": list(range(100_000)), "nested": {"a": {"b": ["y" * 9000]}},
+                              "blob": b"\x00" * 100_000, "thing": Path("p" * 3000)}
+    log_event(logger, "e" * 3000, **fields)
+    logger.info("e" * 3000, extra=fields)
+    records = lines(capsys.readouterr().err)
+    assert len(records) == 2
+    for line in records:
+        assert all(len(orjson.dumps(value)) < 700 for value in line.values()), line
+        assert line["event"] == "e" * 512 + "…[2,488 characters cut]"
+        assert line["static_big"].endswith("characters cut]")
+        assert re.fullmatch(r"…\[99,\d{3} of 100,000 items cut\]", line["items"][-1])
+        assert line["items"][:3] == [0, 1, 2]
+        assert line["nested"]["a"]["b"][0].endswith("characters cut]")
+        assert line["blob"].endswith("bytes cut]") and line["thing"].endswith("characters cut]")
+
+
+def test_short_lines_are_not_touched(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info")
+    value = {"resolution": 512, "style": [1.5, None, True], "t": "é" * 100}
+    log_event(logging.getLogger("watchkeeper.http"), "request.end", params=value)
+    assert lines(capsys.readouterr().err)[0]["params"] == value
+
+
+def test_a_long_traceback_keeps_its_head_and_its_tail(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("info")
+    try:
+        raise ValueError("z" * 100_000 + " the end")
+    except ValueError:
+        logging.getLogger("watchkeeper.test").exception("failed")
+    exc = lines(capsys.readouterr().err)[0]["exc"]
+    assert exc.startswith("Traceback (most recent call last):")
+    assert exc.endswith(" the end") and "characters cut]…" in exc
+    assert len(exc) < 17_000

@@ -11,6 +11,12 @@ raises a real MemoryError under a memory limit). Never call those actions in the
   ``seconds`` in ``steps`` steps, reporting progress after each (so it can be cancelled
   between steps); ``stall`` reports progress once and then hangs (a frozen long job); any
   action returns a ``blob_kb`` KiB file output ``data`` when asked.
+- Faults of a model's own making: ``child`` starts a child process (``sleep 1000``, its pid in
+  ``child_pid``) and then sleeps ``seconds``, so a test can see that a worker's children
+  die with it; ``object`` returns an instance of a class defined here (the front must not
+  import model code to read it); ``undecodable`` returns an object that pickles in the worker
+  but cannot be rebuilt (a ``Blob`` without its media type). ``WK_CHAOS_SETUP_FAIL_FILE``
+  makes ``setup`` fail while the file it names exists, so a test can break and heal loading.
 - :class:`FailingSetup` raises in ``setup``: the worker never becomes ready.
 - :class:`FailingProbe` is Chaos whose deep-health check fails while the file named by
   ``WK_CHAOS_PROBE_FAIL_FILE`` exists (warm-up still passes), so a test can break and heal it.
@@ -21,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import subprocess
 import time
 from typing import Any, Literal, NoReturn
 
@@ -31,14 +38,20 @@ from watchkeeper import contract
 from watchkeeper.contract import Example
 
 __all__ = [
-    "CRASH_EXIT_CODE", "Chaos", "FailingProbe", "FailingSetup", "Hungry"]
+    "CHILD_COMMAND", "CRASH_EXIT_CODE", "Chaos", "FailingProbe", "FailingSetup", "Hungry", "Opaque",
+    "Undecodable"]
 
 #: Exit code of the worker process after the ``crash`` action.
 CRASH_EXIT_CODE = 13
 SETUP_DELAY_ENV = "WK_CHAOS_SETUP_DELAY_S"
 PROBE_FAIL_FILE_ENV = "WK_CHAOS_PROBE_FAIL_FILE"
+#: Not WK_*: those are configuration keys unless config_loading exempts them.
+SETUP_FAIL_FILE_ENV = "WK_CHAOS_SETUP_FAIL_FILE"
+#: What the ``child`` action runs: a process that outlives its worker unless it is killed.
+CHILD_COMMAND = ("sleep", "1000")
 
-Action = Literal["ok", "sleep", "work", "stall", "hang", "spin", "crash", "segfault", "raise", "alloc"]
+Action = Literal["ok", "sleep", "work", "stall", "hang", "spin", "crash", "segfault", "raise", "alloc",
+                 "child", "object", "undecodable"]
 
 
 class Chaos(contract.Model):
@@ -63,11 +76,15 @@ class Chaos(contract.Model):
 
     def __init__(self) -> None:
         self._leaked: list[np.ndarray] = []  # what `alloc` keeps, on purpose
+        self._children: list[subprocess.Popen[bytes]] = []  # what `child` started
 
     def setup(self, device: str) -> None:
         delay = _env_seconds(SETUP_DELAY_ENV)
         if delay:
             time.sleep(delay)
+        fail_file = os.environ.get(SETUP_FAIL_FILE_ENV, "")
+        if fail_file and os.path.exists(fail_file):
+            raise RuntimeError(f"chaos: setup fails while {fail_file} exists")
 
     def predict(self, inputs: Any, params: Any,
                 progress: contract.ProgressFn = contract.no_progress) -> dict[str, Any]:
@@ -99,16 +116,45 @@ class Chaos(contract.Model):
             raise RuntimeError("chaos: raised on request")
         elif action == "alloc":
             return {"ok": True, "allocated_mb": self._leak(inputs.mb)}
+        elif action == "child":
+            return {"ok": True, "child_pid": self._start_child(inputs.seconds)}
+        elif action == "object":
+            return {"ok": True, "thing": Opaque(inputs.tag)}
+        elif action == "undecodable":
+            return {"ok": True, "thing": Undecodable()}
         return {"ok": True, "echo": inputs.echo, "pid": os.getpid()}
 
     def probe(self) -> Example:
         return Example({"action": "ok"}, check=lambda out: out["ok"] is True)
+
+    def _start_child(self, seconds: float) -> int:
+        """Start CHILD_COMMAND (never waited for: it outlives the request), then sleep."""
+        child = subprocess.Popen(CHILD_COMMAND, stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._children.append(child)
+        time.sleep(seconds)
+        return child.pid
 
     def _leak(self, mb: int) -> int:
         """Allocate ``mb`` MiB, write every page (so it is resident) and keep it; total MiB."""
         if mb:
             self._leaked.append(np.ones(mb * 2**20, dtype=np.uint8))
         return sum(block.nbytes for block in self._leaked) // 2**20
+
+
+class Opaque:
+    """A class of the model's own: what the ``object`` action returns in its outputs."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+
+class Undecodable:
+    """Pickles in the worker, but cannot be rebuilt: it unpickles as ``Blob(data)``, which
+    lacks the required ``media_type`` (what the ``undecodable`` action returns)."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return contract.Blob, (b"no media type",)
 
 
 class FailingSetup(contract.Model):

@@ -8,7 +8,8 @@ the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
 1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
 
 ``watchkeeper jobs ...`` (submit, status, wait, cancel, result, list) drives durable jobs
-through the HTTP API; see ``watchkeeper.cli.jobs``.
+through the HTTP API; see ``watchkeeper.cli.jobs``. ``watchkeeper keys ...`` (add, list,
+revoke) edits the API key file; see ``watchkeeper.cli.keys``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 
 from watchkeeper.cli.jobs import add_job_commands
+from watchkeeper.cli.keys import add_key_commands
 from watchkeeper.errors import ConfigError
 
 __all__ = ["main"]
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     add_job_commands(commands)
+    add_key_commands(commands)
     return parser
 
 
@@ -71,7 +74,11 @@ def _serve(args: argparse.Namespace) -> int:
     )
     config = config.model_copy(update={"server": server})
     configure_logging(server.log_level, process="front")
-    run_front(config)
+    try:
+        run_front(config)
+    except ConfigError as exc:  # e.g. the data dir is locked by another server
+        print(f"watchkeeper: cannot start: {exc.message}\n{exc.suggestion}", file=sys.stderr)
+        return 2
     return 0
 
 

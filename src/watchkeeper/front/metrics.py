@@ -14,9 +14,12 @@ them, so a new value is declared here first.
   chooses it; a test checks its table against this list).
 - ``state`` of a model, a replica or a job: :data:`MODEL_STATES`, :data:`REPLICA_STATES`,
   :data:`JOB_STATES` (tests check them against the enums).
-- ``reason`` of a worker restart: :data:`RESTART_REASONS`; of a job requeue:
-  :data:`REQUEUE_REASONS`.
+- ``reason`` of a worker restart: :data:`RESTART_REASONS`; of a template restart:
+  :data:`TEMPLATE_RESTART_REASONS`; of a job requeue: :data:`REQUEUE_REASONS`.
 - ``phase`` of start-up: :data:`STARTUP_PHASES`.
+- ``reason`` a connection was closed by the front: :data:`CONNECTION_CLOSE_REASONS`; ``cap``
+  that refused an event stream: :data:`STREAM_CAPS`.
+- ``fault`` of the job store: :data:`STORE_FAULTS` (a test checks it against the enum).
 - ``model`` and ``replica``: the configured names and replica indexes.
 """
 
@@ -45,7 +48,11 @@ __all__ = [
     "count_job_finished",
     "count_job_requeued",
     "count_job_submitted",
+    "count_job_store_failure",
+    "set_job_store",
+    "STORE_FAULTS",
     "count_restart",
+    "count_template_restart",
     "requests_of",
     "set_jobs",
     "set_model",
@@ -58,6 +65,10 @@ __all__ = [
     "JOBS_REQUEUED_TOTAL",
     "JOBS_SUBMITTED_TOTAL",
     "JOB_DURATION_SECONDS",
+    "JOB_STORE_BYTES",
+    "JOB_STORE_FAILURES_TOTAL",
+    "JOB_STORE_WRITABLE",
+    "JOBS_OLDEST_QUEUED_SECONDS",
     "LATENCY_BUCKETS",
     "MODEL_STATE",
     "PROBE_LATENCY_SECONDS",
@@ -72,8 +83,20 @@ __all__ = [
     "RESTART_REASONS",
     "STARTUP_PHASES",
     "STARTUP_SECONDS",
+    "TEMPLATE_RESTARTS_TOTAL",
+    "TEMPLATE_RESTART_REASONS",
     "WORKER_RESTARTS_TOTAL",
     "WORKER_RSS_BYTES",
+    "CONNECTION_CLOSE_REASONS",
+    "CONNECTIONS_CLOSED_TOTAL",
+    "CONNECTIONS_OPEN",
+    "EVENT_STREAMS",
+    "EVENT_STREAMS_REFUSED_TOTAL",
+    "STREAM_CAPS",
+    "count_connection_closed",
+    "count_stream_refused",
+    "set_connections",
+    "set_event_streams",
     "render",
     "set_state",
 ]
@@ -92,13 +115,18 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 #: crash, a load failure, or a kill (``supervision.kill_reasons.KillReason``) it restarts after.
 RESTART_REASONS: tuple[str, ...] = (
     "crash", "load_failed", "deadline", "heartbeat", "probe", "load_timeout", "operator", "oom",
-    "cancel",
+    "cancel", "bad_frame", "template",
 )  # fmt: skip
+#: Why a model's template process was replaced (``reason`` label of TEMPLATE_RESTARTS_TOTAL):
+#: it went silent (``frozen``: no heartbeat, no answer to a plan or a fork in time), sent a
+#: frame the front cannot read (``bad_frame``), or exited by itself (``exit``).
+TEMPLATE_RESTART_REASONS: tuple[str, ...] = ("frozen", "bad_frame", "exit")
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
 STARTUP_PHASES: tuple[str, ...] = ("import", "setup", "fork", "warmup")
 #: HTTP statuses a predict request is answered with (``status`` label of REQUESTS_TOTAL).
 HTTP_STATUSES: tuple[str, ...] = (
-    "200", "400", "404", "405", "409", "413", "422", "429", "500", "502", "503", "504",
+    "200", "400", "401", "403", "404", "405", "409", "413", "422", "429", "500", "502", "503",
+    "504",
 )  # fmt: skip
 #: States of a model, a replica and a job (``state`` labels).
 MODEL_STATES: tuple[str, ...] = (
@@ -108,6 +136,8 @@ REPLICA_STATES: tuple[str, ...] = ("starting", "ready", "busy", "stopping", "dea
 JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 #: Why a job's run is to be run again (``reason`` label of JOBS_REQUEUED_TOTAL).
 REQUEUE_REASONS: tuple[str, ...] = ("server_stopped", "worker_died")
+#: Why the job store takes no writes (``fault`` label of JOB_STORE_FAILURES_TOTAL).
+STORE_FAULTS: tuple[str, ...] = ("gone", "replaced", "busy", "full", "read_only", "io_error")
 
 _P = "watchkeeper_"
 
@@ -159,6 +189,10 @@ WORKER_RSS_BYTES = Gauge(
     _P + "worker_rss_bytes", "Resident memory of each worker: steady growth is a memory leak.",
     ("model", "replica"), registry=REGISTRY,
 )  # fmt: skip
+TEMPLATE_RESTARTS_TOTAL = Counter(
+    _P + "template_restarts", "Template processes replaced, by reason: frozen means it stopped answering.",
+    ("model", "reason"), registry=REGISTRY,
+)  # fmt: skip
 STARTUP_SECONDS = Gauge(
     _P + "startup_seconds", "Seconds the last worker start spent per phase: import, setup, warmup.",
     ("model", "phase"), registry=REGISTRY,
@@ -179,6 +213,22 @@ JOBS_FINISHED_TOTAL = Counter(
 JOBS_REQUEUED_TOTAL = Counter(
     _P + "jobs_requeued", "Job runs to be run again: the worker died or the server stopped under them.",
     ("model", "reason"), registry=REGISTRY,
+)  # fmt: skip
+JOB_STORE_WRITABLE = Gauge(
+    _P + "job_store_writable", "1 while the job store takes writes; 0 while it fails (submits get 503).",
+    registry=REGISTRY,
+)  # fmt: skip
+JOB_STORE_FAILURES_TOTAL = Counter(
+    _P + "job_store_failures", "Times the job store began to fail, by fault (gone, busy, full, ...).",
+    ("fault",), registry=REGISTRY,
+)  # fmt: skip
+JOB_STORE_BYTES = Gauge(
+    _P + "job_store_bytes", "Size of the job store's database and write-ahead log, in bytes.",
+    registry=REGISTRY,
+)  # fmt: skip
+JOBS_OLDEST_QUEUED_SECONDS = Gauge(
+    _P + "jobs_oldest_queued_seconds", "Age of the oldest queued job (0: none): growing means none start.",
+    registry=REGISTRY,
 )  # fmt: skip
 JOB_DURATION_SECONDS = Histogram(
     _P + "job_duration_seconds", "Time from a job's submit to its final state, by model.",
@@ -233,6 +283,10 @@ def count_restart(model: str, reason: str) -> None:
     WORKER_RESTARTS_TOTAL.labels(model, _checked(reason, RESTART_REASONS, "reason")).inc()
 
 
+def count_template_restart(model: str, reason: str) -> None:
+    TEMPLATE_RESTARTS_TOTAL.labels(model, _checked(reason, TEMPLATE_RESTART_REASONS, "reason")).inc()
+
+
 def set_startup(model: str, timings_ms: dict[str, float]) -> None:
     """The duration of each start-up phase of the last worker (or template) that loaded."""
     for phase, ms in timings_ms.items():
@@ -279,6 +333,17 @@ def set_jobs(counts: dict[str, int]) -> None:
         JOBS.labels(_checked(state, JOB_STATES, "state")).set(count)
 
 
+def set_job_store(writable: bool, db_bytes: int, oldest_queued_s: float | None) -> None:
+    """The job store's gauges: writable or not, its size, its oldest queued job's age."""
+    JOB_STORE_WRITABLE.set(1 if writable else 0)
+    JOB_STORE_BYTES.set(db_bytes)
+    JOBS_OLDEST_QUEUED_SECONDS.set(oldest_queued_s or 0.0)
+
+
+def count_job_store_failure(fault: str) -> None:
+    JOB_STORE_FAILURES_TOTAL.labels(_checked(fault, STORE_FAULTS, "fault")).inc()
+
+
 def set_state(gauge: Gauge, model: str, current: str, states: Iterable[str]) -> None:
     """Set ``gauge{model, state}`` to 1 for ``current`` and 0 for every other of ``states``.
 
@@ -287,6 +352,52 @@ def set_state(gauge: Gauge, model: str, current: str, states: Iterable[str]) -> 
     for state in states:
         gauge.labels(model=model, state=state).set(1.0 if state == current else 0.0)
     gauge.labels(model=model, state=current).set(1.0)
+
+
+#: Why the front closed a client connection itself (``reason`` label of
+#: CONNECTIONS_CLOSED_TOTAL; ``http.connections`` decides): a request head or body that did
+#: not arrive in time, a head over the limit, a request the HTTP parser refused, a connection
+#: that sent nothing within the header timeout, an idle connection closed to make room past
+#: ``server.max_connections``, or one served over capacity (probes only, then closed).
+CONNECTION_CLOSE_REASONS: tuple[str, ...] = (
+    "header_timeout", "body_timeout", "head_too_large", "bad_request", "silent", "evicted",
+    "over_capacity",
+)  # fmt: skip
+#: Which cap refused an event stream (``cap`` label of EVENT_STREAMS_REFUSED_TOTAL).
+STREAM_CAPS: tuple[str, ...] = ("per_job", "total")
+
+CONNECTIONS_OPEN = Gauge(
+    _P + "connections_open", "Client connections open now (limit: server.max_connections).",
+    registry=REGISTRY,
+)  # fmt: skip
+CONNECTIONS_CLOSED_TOTAL = Counter(
+    _P + "connections_closed", "Client connections the front closed itself, by reason: slow or "
+    "silent clients, oversized or malformed requests, and the connection cap at work.",
+    ("reason",), registry=REGISTRY,
+)  # fmt: skip
+EVENT_STREAMS = Gauge(
+    _P + "event_streams", "Job event streams open now (limit: jobs.max_streams).", registry=REGISTRY,
+)  # fmt: skip
+EVENT_STREAMS_REFUSED_TOTAL = Counter(
+    _P + "event_streams_refused", "Job event streams refused with 503 by a cap "
+    "(per_job: jobs.max_streams_per_job; total: jobs.max_streams).", ("cap",), registry=REGISTRY,
+)  # fmt: skip
+
+
+def count_connection_closed(reason: str) -> None:
+    CONNECTIONS_CLOSED_TOTAL.labels(_checked(reason, CONNECTION_CLOSE_REASONS, "reason")).inc()
+
+
+def set_connections(open_now: int) -> None:
+    CONNECTIONS_OPEN.set(open_now)
+
+
+def count_stream_refused(cap: str) -> None:
+    EVENT_STREAMS_REFUSED_TOTAL.labels(_checked(cap, STREAM_CAPS, "cap")).inc()
+
+
+def set_event_streams(open_now: int) -> None:
+    EVENT_STREAMS.set(open_now)
 
 
 def render() -> tuple[bytes, str]:

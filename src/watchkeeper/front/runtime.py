@@ -9,7 +9,15 @@ Shutdown, in order (each step bounded; ``watchkeeper.front.server`` starts it on
 signal): stop taking requests and jobs; let accepted requests and running jobs finish
 within ``grace_period_s``; fail what is left with 503 (jobs go back to the queue of the
 store, to run after the restart); stop the workers (Stop, then SIGKILL after
-``STOP_TIMEOUT_S``); close the job store; stop the resource monitor.
+``STOP_TIMEOUT_S``); close the job store and release the data dir; stop the resource monitor.
+
+The drain is one task, started once (by the first signal, or by ``stop`` if no signal
+came): every caller awaits that same task, so ``stop`` (uvicorn's lifespan end, which
+comes as soon as no connection is open) waits for the grace period instead of cutting it
+short. ``cut_grace`` (a second signal) ends the wait at once.
+
+Health: a job store that takes no writes fails ``/health`` (``jobs.store`` says why); the
+models still serve predictions, so ``/readyz`` does not change.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class Runtime:
         self.monitor = ResourceMonitor([server.data_dir, server.cache_dir])
         self.started_at = time.time()
         self.shutting_down = False
+        self._drain: asyncio.Task[None] | None = None
+        self._cut = asyncio.Event()
 
     async def start(self) -> None:
         for path in (self.config.server.data_dir, self.config.server.cache_dir):
@@ -59,15 +69,37 @@ class Runtime:
         log_event(log, "server.start", models=sorted(self.services))
 
     async def drain(self) -> None:
-        """Refuse new work; give accepted requests ``grace_period_s``; fail the rest (503)."""
-        if self.shutting_down:
-            return
+        """Refuse new work; give accepted requests and running jobs ``grace_period_s``;
+        fail the rest (503). Started once: a second call awaits the same drain."""
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._drain_once())
+        await asyncio.shield(self._drain)
+
+    def cut_grace(self) -> None:
+        """Stop waiting for the grace period (a second signal): fail what is left now."""
+        self._cut.set()
+
+    async def _drain_once(self) -> None:
         self.shutting_down = True
         self.jobs.drain()
         grace = self.config.server.grace_period_s
-        await asyncio.gather(*(s.drain(grace) for s in self.services.values()))
+        log_event(log, "server.draining", grace_period_s=grace, jobs_running=len(self.jobs.active))
+        drains = asyncio.create_task(self._drain_services(grace))
+        cut = asyncio.create_task(self._wait_cut())
+        await asyncio.wait({drains, cut}, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in (drains, cut):
+            waiting.cancel()
+        await asyncio.gather(drains, cut, return_exceptions=True)
         for service in self.services.values():
             service.fail_remaining()
+        log_event(log, "server.drained", cut_short=self._cut.is_set())
+
+    async def _drain_services(self, grace_s: float) -> None:
+        """Every model's drain, each bounded by ``grace_s`` (``ModelService.drain``)."""
+        await asyncio.gather(*(s.drain(grace_s) for s in self.services.values()))
+
+    async def _wait_cut(self) -> None:
+        await self._cut.wait()
 
     async def stop(self) -> None:
         await self.drain()
@@ -97,16 +129,19 @@ class Runtime:
         return ready, states, overloaded
 
     def jobs_health(self, disks: Any) -> dict[str, Any]:
-        """The job store's part of /health: jobs per state, and whether submits are taken."""
+        """The job store's part of /health: jobs per state, whether submits are taken, and
+        the store itself (writable, or why not; its size; its oldest queued job's age)."""
         data_dir = str(self.config.server.data_dir)
         free = next((d.free_bytes / 2**20 for d in disks if d.path == data_dir), None)
         wanted = self.config.jobs.min_free_disk_mb
+        writable = self.jobs.health.writable
         return {
             "counts": self.jobs.counts,
             "running_here": len(self.jobs.active),
-            "accepting": not self.shutting_down and (free is None or free >= wanted),
+            "accepting": not self.shutting_down and writable and (free is None or free >= wanted),
             "data_dir_free_mb": None if free is None else round(free, 1),
             "min_free_disk_mb": wanted,
+            "store": self.jobs.health.view(),
         }
 
     def health(self) -> dict[str, Any]:
@@ -117,6 +152,8 @@ class Runtime:
         states = {name: m["state"] for name, m in models.items()}
         overloaded = any(s.overloaded for s in self.services.values())
         status = health.overall_status(states, res_status, self.shutting_down, overloaded)
+        if not self.jobs.health.writable:
+            status = "fail"  # jobs accepted now could not be kept: jobs.store.reason says why
         body = {
             "status": status,
             "checked_at": time.time(),

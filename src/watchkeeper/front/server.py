@@ -7,14 +7,17 @@ monitor (its readings go through a worker thread). The front never imports a mod
 Shutdown on SIGTERM or SIGINT, each step bounded:
 
 1. The signal handler only schedules :meth:`Runtime.drain` on the loop and tells uvicorn
-   to exit (a second signal forces the exit).
+   to exit. A second signal forces the exit: uvicorn stops waiting for connections and
+   :meth:`Runtime.cut_grace` ends the drain's wait at once.
 2. ``drain``: ``/readyz`` turns 503, new requests get 503 + Retry-After, requests already
-   accepted may finish for ``grace_period_s``; what is left then gets 503, so no client
-   is left hanging or cut off without an answer.
+   accepted and running jobs may finish for ``grace_period_s``; what is left then gets 503
+   (jobs go back to the store's queue), so no client is left hanging or cut off without an
+   answer.
 3. uvicorn closes its listening socket and waits for open requests (at most
    ``grace_period_s`` + ``UVICORN_GRACE_MARGIN_S``).
-4. The app's lifespan ends: the runtime stops the workers (Stop, then SIGKILL after
-   ``supervisor.STOP_TIMEOUT_S``).
+4. The app's lifespan ends: the runtime awaits the same drain (a job with no open
+   connection still gets its grace period), then stops the workers (Stop, then SIGKILL after
+   ``supervisor.STOP_TIMEOUT_S``) and closes the job store.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import uvicorn
 from watchkeeper.config import Config
 from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.app import create_app
+from watchkeeper.http.connections import ConnectionLimits, fit_open_files, protocol_class
 
-__all__ = ["FrontServer", "UVICORN_GRACE_MARGIN_S", "run_front"]
+__all__ = ["FrontServer", "UVICORN_GRACE_MARGIN_S", "run_front", "uvicorn_config"]
 
 #: uvicorn waits this much longer than the drain, so the drain's 503s are delivered.
 UVICORN_GRACE_MARGIN_S = 2.0
@@ -50,6 +54,8 @@ class FrontServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
             self.force_exit = True  # a second signal: stop waiting
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self.runtime.cut_grace)
         elif self._loop is not None:
             self._loop.call_soon_threadsafe(self._start_drain)
         super().handle_exit(sig, frame)
@@ -61,16 +67,25 @@ class FrontServer(uvicorn.Server):
 
 def run_front(config: Config) -> None:
     """Serve until a signal; returns after the shutdown sequence (workers stopped)."""
-    server = config.server
     runtime = Runtime(config)
-    uv_config = uvicorn.Config(
+    FrontServer(uvicorn_config(config, runtime), runtime).run()
+
+
+def uvicorn_config(config: Config, runtime: Runtime) -> uvicorn.Config:
+    """uvicorn's configuration: the app, the listener, and client connections guarded by
+    ``http.connections`` (read timeouts, the head limit, the connection cap)."""
+    server = config.server
+    limits = ConnectionLimits.of(server)
+    fit_open_files(limits.max_connections)
+    return uvicorn.Config(
         create_app(runtime),
         host=server.host,
         port=server.port,
+        http=protocol_class(limits),
         log_config=None,
         access_log=False,
         proxy_headers=False,  # no client addresses are used; saves a middleware per request
+        timeout_keep_alive=math.ceil(limits.keep_alive_timeout_s),  # (the protocol's is exact)
         timeout_graceful_shutdown=math.ceil(server.grace_period_s + UVICORN_GRACE_MARGIN_S),
     )
-    FrontServer(uv_config, runtime).run()
 

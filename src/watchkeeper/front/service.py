@@ -3,6 +3,10 @@
 Runs in the front process. The HTTP layer calls ``predict``, ``describe`` and ``health``;
 nothing here knows about HTTP. Params are checked in the front against the JSON schema the
 worker reported (a quick 422 without queueing); the worker checks again with pydantic.
+
+A request's deadline starts when it arrives and covers everything: its plan (the template's
+ladder for its params, waited for at most what is left of the deadline and
+``PLAN_TIMEOUT_S``), its wait in the queue and its run.
 """
 
 from __future__ import annotations
@@ -136,21 +140,26 @@ class ModelService:
         allow_degrade: bool = True,
     ) -> Outcome:
         """Queue one request and wait for its answer until its deadline."""
-        pending = await self.submit(request_id, inputs, params, timeout_s, allow_degrade)
+        deadline = time.monotonic() + timeout_s
+        pending = await self.submit(request_id, inputs, params, timeout_s, allow_degrade,
+                                    deadline=deadline)
         return await self.outcome(pending, timeout_s)
 
     async def submit(
         self, request_id: str, inputs: dict[str, Any], params: dict[str, Any], timeout_s: float,
         allow_degrade: bool = True, *, listener: RunListener | None = None,
-        max_runs: int | None = None,
+        max_runs: int | None = None, deadline: float | None = None,
     ) -> Pending:
-        """Check and queue one request (a job's runs alone, told to ``listener``)."""
+        """Check and queue one request (a job's runs alone, told to ``listener``), due at
+        ``deadline`` (``time.monotonic()``; default: ``timeout_s`` from now)."""
+        deadline = deadline if deadline is not None else time.monotonic() + timeout_s
         self.refuse_if_failed()
         self.check_params(params)
-        ladder = await self.plan(params)
+        ladder = await self.plan(params, deadline, timeout_s)
         loop = asyncio.get_running_loop()
-        pending = Pending(self.name, request_id, inputs, params, time.monotonic() + timeout_s,
-                          loop.create_future(), memory=MemoryPlan(ladder, allow_degrade),
+        pending = Pending(self.name, request_id, inputs, params, deadline, loop.create_future(),
+                          model_deadline=timeout_s >= self.config.timeout_s,
+                          memory=MemoryPlan(ladder, allow_degrade),
                           listener=listener, max_runs=max_runs, solo=listener is not None)
         self.scheduler.submit(pending)
         return pending
@@ -158,10 +167,11 @@ class ModelService:
     async def outcome(self, pending: Pending, timeout_s: float) -> Outcome:
         """Wait for a queued request's answer; DeadlineExceeded after ``timeout_s``.
 
-        A timer fails the future at the deadline (cheaper than ``asyncio.wait_for``, which
+        A timer fails the future at its deadline (cheaper than ``asyncio.wait_for``, which
         wraps every request in a second future).
         """
-        timer = asyncio.get_running_loop().call_later(timeout_s, self._expire, pending, timeout_s)
+        left = max(0.0, pending.deadline - time.monotonic())
+        timer = asyncio.get_running_loop().call_later(left, self._expire, pending, timeout_s)
         try:
             return await pending.future
         finally:
@@ -179,26 +189,34 @@ class ModelService:
             details={"timeout_s": timeout_s, "phase": waited},
         ))
 
-    async def plan(self, params: dict[str, Any]) -> list[Rung]:
-        """The request's ladder from the model's template (cached per params)."""
+    async def plan(self, params: dict[str, Any], deadline: float, timeout_s: float) -> list[Rung]:
+        """The request's ladder from the model's template (cached per params), within the
+        request's deadline: DeadlineExceeded when planning used it up. Without a template
+        that answers (none, frozen, dead), the params alone."""
         handle = self.supervisor.keeper.handle
         if handle is None or handle.state is not TemplateState.READY or not handle.plans:
             return [Rung(params)]
         key = shape_key(params)
         ladder = self._plans.get(key)
-        if ladder is None:
-            try:
-                planned = await handle.plan(params)
-            except (ForkError, TimeoutError) as exc:
-                log_event(log, "plan.failed", logging.WARNING, model=self.name, error=str(exc))
-                return [Rung(params)]
-            if planned.error is not None:
-                info = planned.error
-                raise error_from_type(info.type, info.message, details=info.details)
-            ladder = [Rung(p, estimate) for p, estimate in planned.rungs] or [Rung(params)]
-            self._plans[key] = ladder
-            while len(self._plans) > MAX_PLANS:
-                self._plans.popitem(last=False)
+        if ladder is not None:
+            return ladder
+        try:
+            planned = await handle.plan(params, deadline - time.monotonic())
+        except (ForkError, TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(
+                    f"model '{self.name}' did not answer within {timeout_s:.1f} s (it was being planned)",
+                    details={"timeout_s": timeout_s, "phase": "planning"}) from None
+            log_event(log, "plan.failed", logging.WARNING, model=self.name,
+                      error=str(exc) or "no answer in time")
+            return [Rung(params)]
+        if planned.error is not None:
+            info = planned.error
+            raise error_from_type(info.type, info.message, details=info.details)
+        ladder = [Rung(p, estimate) for p, estimate in planned.rungs] or [Rung(params)]
+        self._plans[key] = ladder
+        while len(self._plans) > MAX_PLANS:
+            self._plans.popitem(last=False)
         return ladder
 
     def _ledger_for(self, replica: WorkerHandle) -> Ledger | None:
@@ -283,9 +301,7 @@ class ModelService:
         handle = keeper.handle
         if handle is None:
             return {"state": "starting", "forking": keeper.forking}
-        if not keeper.running:
-            return {"state": "off", "forking": False, "reason": "the template died too often"}
-        return {
+        body = {
             "state": handle.state.value,
             "pid": handle.pid if not handle.dead else None,
             "forking": keeper.forking,
@@ -294,7 +310,12 @@ class ModelService:
             "startup_ms": handle.timings_ms,
             "error": handle.error,
             "deaths": keeper.deaths,
+            "last_exit": keeper.last_exit,  # how the last loaded one ended: frozen, bad_frame...
+            "last_exit_at": keeper.last_exit_at,
         }
+        if keeper.given_up:
+            body.update(state="off", forking=False, reason="the template died too often")
+        return body
 
     def refresh_gauges(self) -> None:
         """Set the gauges that are read at scrape time from the current state."""

@@ -2,11 +2,27 @@
 
 Front process only. Files stay raw bytes (the worker decodes them); JSON strings stay
 strings (base64 images are decoded by the worker too), so the front does no model work.
+
+A body over ``OFF_LOOP_BYTES`` is parsed in the body thread (``wk-bodies``, one thread:
+big bodies queue there instead of in the event loop), small ones on the loop as before (a
+thread hop costs more than they do). Its cost is bounded before it is paid: building a JSON
+value costs far more than its bytes (16 MiB of ``[[1],[1],...]`` is four million lists),
+and orjson and pickle hold the GIL while they build, so a thread alone would not keep the
+loop free. So the body's values are counted first (``server.max_json_values``; more: 413),
+the parse runs with the cyclic garbage collector paused (it is most of the time of a
+container-heavy parse), and the inputs are encoded back to JSON there, once
+(:class:`JsonInputs`): the scheduler pickles them for the worker, on the loop, as one bytes
+object rather than value by value, and the worker decodes them with orjson.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import gc
+import re
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,9 +32,11 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
+from watchkeeper.http.connections import BODY_TIMED_OUT
 
-__all__ = ["MAX_JSON_DEPTH", "PredictBody", "body_limit", "check_depth", "parse_predict", "parse_timeout",
-           "read_body"]
+__all__ = ["MAX_JSON_DEPTH", "MAX_JSON_VALUES", "OFF_LOOP_BYTES", "JsonInputs", "PredictBody",
+           "body_limit", "check_depth", "count_json_values", "parse_json", "parse_predict",
+           "parse_timeout", "read_body"]
 
 _TOP_LEVEL_KEYS = ("inputs", "params", "allow_degrade")
 #: Deepest nesting of arrays and objects accepted in a body (deeper: 400). Keeps every
@@ -26,6 +44,28 @@ _TOP_LEVEL_KEYS = ("inputs", "params", "allow_degrade")
 MAX_JSON_DEPTH = 64
 #: Most files or fields in one multipart body.
 MAX_FORM_PARTS = 1000
+#: ``server.max_json_values``' default: most JSON values in one body or form field.
+MAX_JSON_VALUES = 1_000_000
+#: Bodies (and JSON form fields) larger than this are parsed in the body thread.
+OFF_LOOP_BYTES = 64 * 1024
+#: A JSON string, or one of the bytes that start a value after the first: , [ {
+_STRING_OR_STRUCTURE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[,\[{]')
+_body_thread = ThreadPoolExecutor(1, thread_name_prefix="wk-bodies")
+
+
+class JsonInputs(dict[str, Any]):
+    """A large body's inputs, with their JSON: pickled (for the worker) as that one bytes
+    object and rebuilt there by ``orjson.loads``, so the loop never pickles them value by
+    value. A snapshot: the inputs must not change after parsing (nothing in the front does)."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, inputs: dict[str, Any], encoded: bytes) -> None:
+        super().__init__(inputs)
+        self._json = encoded
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (orjson.loads, (self._json,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +83,7 @@ def body_limit(max_body_mb: float) -> int:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is known to be over ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
     chunks: list[bytes] = []
     size = 0
@@ -51,6 +91,9 @@ async def read_body(request: Request, limit: int) -> bytes:
     while True:  # the ASGI messages themselves: Request.stream() costs a generator per body
         message = await receive()
         if message["type"] != "http.request":
+            if request.scope.get(BODY_TIMED_OUT):
+                raise BadInput("the body did not arrive within server.client_body_timeout_s: the "
+                               "connection was answered 408 and closed")
             raise BadInput("the client closed the connection before sending the whole body")
         chunk = message.get("body", b"")
         size += len(chunk)
@@ -68,24 +111,29 @@ def _too_large(size: int, limit: int) -> PayloadTooLarge:
     )
 
 
-async def parse_predict(request: Request, body: bytes) -> PredictBody:
+async def parse_predict(request: Request, body: bytes, max_values: int = MAX_JSON_VALUES) -> PredictBody:
+    """The body as inputs and params (a large one parsed in the body thread)."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type in ("application/json", ""):
-        return parse_json(body)
+        if len(body) <= OFF_LOOP_BYTES:
+            return parse_json(body)
+        return await _off_loop(parse_json, body, max_values)
     if content_type == "multipart/form-data":
-        return await parse_multipart(request, body)
+        return await parse_multipart(request, body, max_values)
     raise BadInput(
-        f"content type '{content_type}' is not accepted (allowed: application/json, "
+        f"content type '{content_type[:100]}' is not accepted (allowed: application/json, "
         "multipart/form-data)"
     )
 
 
-def parse_json(body: bytes) -> PredictBody:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput(f"the body is not valid JSON: {exc}") from None
-    check_depth(data)
+async def _off_loop(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_body_thread, fn, *args)
+
+
+def parse_json(body: bytes, max_values: int | None = None) -> PredictBody:
+    """Parse and check a JSON body; with ``max_values`` (a large body, in the body thread)
+    its values are counted first and its inputs kept with their JSON (:class:`JsonInputs`)."""
+    data = _load(body, max_values)
     if not isinstance(data, dict):
         raise BadInput(f"the body must be a JSON object, not {_json_type(data)}")
     unknown = sorted(set(data) - set(_TOP_LEVEL_KEYS))
@@ -94,8 +142,62 @@ def parse_json(body: bytes) -> PredictBody:
             f"unknown top-level field(s) {', '.join(unknown)} (allowed: {', '.join(_TOP_LEVEL_KEYS)})",
             details={"errors": [{"field": k, "message": "unknown field"} for k in unknown]},
         )
-    return PredictBody(_object(data, "inputs", required=True), _object(data, "params"),
-                       _allow_degrade(data.get("allow_degrade", True)))
+    inputs = _object(data, "inputs", required=True)
+    if max_values is not None:
+        inputs = JsonInputs(inputs, orjson.dumps(inputs))
+    return PredictBody(inputs, _object(data, "params"), _allow_degrade(data.get("allow_degrade", True)))
+
+
+def _load(text: bytes | str, max_values: int | None, what: str = "the body") -> Any:
+    """``orjson.loads`` and the depth check; with ``max_values``, values counted first and
+    the garbage collector paused while the values are built."""
+    if max_values is None:
+        data = _loads(text, what)
+    else:
+        raw = text.encode() if isinstance(text, str) else text
+        count_json_values(raw, max_values, what)
+        with _gc_paused():
+            data = _loads(raw, what)
+    check_depth(data)
+    return data
+
+
+def _loads(text: bytes | str, what: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise BadInput(f"{what} is not valid JSON: {exc}") from None
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off (one body thread: never nested); it scans every new list
+    and dict, which makes a parse of millions of them several times slower."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def count_json_values(raw: bytes, limit: int, what: str = "the body") -> int:
+    """Values in the JSON text ``raw`` (each ``,``, ``[`` and ``{`` outside strings starts
+    one, plus the first); PayloadTooLarge past ``limit``. Counting bytes first is enough for
+    most bodies; the exact count (strings skipped) stops as soon as it passes ``limit``."""
+    upper = raw.count(b",") + raw.count(b"[") + raw.count(b"{") + 1
+    if upper <= limit:
+        return upper
+    count = 1
+    for match in _STRING_OR_STRUCTURE.finditer(raw):
+        if match.end() - match.start() == 1:  # a , [ or { (a string is 2 bytes or more)
+            count += 1
+            if count > limit:
+                raise PayloadTooLarge(
+                    f"{what} holds more than {limit:,} JSON values (server.max_json_values)",
+                    suggestion="Send large arrays as a file (multipart) or base64, or split the work.")
+    return count
 
 
 def _allow_degrade(value: Any) -> bool:
@@ -147,7 +249,7 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-async def parse_multipart(request: Request, body: bytes) -> PredictBody:
+async def parse_multipart(request: Request, body: bytes, max_values: int = MAX_JSON_VALUES) -> PredictBody:
     """Files become inputs (bytes); a ``params`` or ``inputs`` field may carry JSON."""
     replay = _replay(body)
     try:
@@ -167,8 +269,7 @@ async def parse_multipart(request: Request, body: bytes) -> PredictBody:
                 allow_degrade = _allow_degrade(value)
             elif key in _TOP_LEVEL_KEYS:
                 target = inputs if key == "inputs" else params
-                field_value = _json_field(key, value)
-                check_depth(field_value)
+                field_value = await _json_field(key, value, max_values)
                 target.update(_object({key: field_value}, key))
             else:
                 inputs[key] = value
@@ -177,11 +278,11 @@ async def parse_multipart(request: Request, body: bytes) -> PredictBody:
     return PredictBody(inputs, params, allow_degrade)
 
 
-def _json_field(key: str, value: str) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadInput(f"the form field '{key}' is not valid JSON: {exc}") from None
+async def _json_field(key: str, value: str, max_values: int) -> Any:
+    what = f"the form field '{key}'"
+    if len(value) <= OFF_LOOP_BYTES:
+        return _load(value, None, what)
+    return await _off_loop(_load, value, max_values, what)
 
 
 def _replay(body: bytes) -> Callable[[], Awaitable[dict[str, Any]]]:

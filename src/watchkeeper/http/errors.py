@@ -24,6 +24,8 @@ STATUS: dict[type[e.WatchkeeperError], int] = {
     e.BadInput: 400,
     e.InvalidInput: 422,
     e.PayloadTooLarge: 413,
+    e.Unauthenticated: 401,
+    e.Forbidden: 403,
     e.NotFound: 404,
     e.Conflict: 409,
     e.Cancelled: 409,

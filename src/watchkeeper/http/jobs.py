@@ -8,12 +8,14 @@ every answer. Result files are served with ``FileResponse``: the right content t
 Events: ``GET /v1/jobs/{id}/events`` sends the job's stored events after ``Last-Event-ID``
 (all of them without it), then each new one as it is stored, and ends after the final state
 or when the server starts shutting down; a comment line every ``KEEPALIVE_S`` keeps proxies
-from closing an idle stream.
+from closing an idle stream. The events come from the job's one feed (``jobs.changes``: one
+store read per change for all its streams); past ``jobs.max_streams_per_job`` streams on the
+job or ``jobs.max_streams`` in all, a new stream gets 503 + Retry-After. ``Last-Event-ID``
+must be the decimal ASCII number of an event (else 400).
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,13 +24,15 @@ import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
 from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.bodies import body_limit, parse_predict, read_body
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
-from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState
+from watchkeeper.jobs.changes import JobReader, StreamCaps, Watcher, is_final
+from watchkeeper.jobs.job import Job, JobEvent, JobState
 from watchkeeper.jobs.results import ResultMeta
 
 __all__ = ["KEEPALIVE_S", "MAX_LIST", "add_job_routes", "job_view", "sse_frame"]
@@ -38,7 +42,6 @@ KEEPALIVE_S = 15.0
 #: Most jobs one ``GET /v1/jobs`` returns.
 MAX_LIST = 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
-_TERMINAL = {state.value for state in TERMINAL_STATES}
 
 
 def job_view(job: Job) -> dict[str, Any]:
@@ -90,7 +93,8 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
         runtime.service(name)  # 404 before reading the body
         key = _idempotency_key(request.headers.get("idempotency-key"))
         limit = body_limit(runtime.config.server.max_body_mb)
-        body = await parse_predict(request, await read_body(request, limit))
+        body = await parse_predict(request, await read_body(request, limit),
+                                   runtime.config.server.max_json_values)
         job, created = await jobs.submit(name, body.inputs, body.params, body.allow_degrade,
                                          request_id_of(request), key)
         headers = {"Location": f"/v1/jobs/{job.id}"}
@@ -120,35 +124,41 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=None,
              summary="Server-sent events of every change; resumable with Last-Event-ID")
     async def job_events(job_id: str, request: Request) -> Response:
-        await jobs.get(job_id)  # 404 before the stream starts
         after = _last_event_id(request.headers.get("last-event-id"))
-        return StreamingResponse(_stream(runtime, job_id, after), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        await jobs.get(job_id)  # 404 before the stream starts
+        cfg = runtime.config.jobs
+        watcher = jobs.changes.watch(job_id, after, JobReader(jobs.events, jobs.find),
+                                     StreamCaps(cfg.max_streams_per_job, cfg.max_streams))
+        return _EventStream(watcher)
 
 
-async def _stream(runtime: Runtime, job_id: str, after: int) -> AsyncIterator[bytes]:
-    """The job's events after ``after``, then live ones, until its final state (or until
-    the server shuts down: the client reconnects with Last-Event-ID to another instance)."""
-    jobs = runtime.jobs
-    while not jobs.stopping:
-        waiter = jobs.changes.waiter(job_id)
+class _EventStream(StreamingResponse):
+    """A job's event stream; its watcher leaves the feed however the response ends (even
+    when the client is gone before the first event)."""
+
+    def __init__(self, watcher: Watcher) -> None:
+        super().__init__(_stream(watcher), media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.watcher = watcher
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            events = await jobs.events(job_id, after)
-            for event in events:
-                yield sse_frame(event)
-                after = event.seq
-                if event.type == "state" and event.data.get("state") in _TERMINAL:
-                    return
-            if not events:
-                job = await jobs.find(job_id)
-                if job is None or job.terminal:
-                    return  # expired, or the client resumed after the final event
-                try:
-                    await asyncio.wait_for(waiter.wait(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
+            await super().__call__(scope, receive, send)
         finally:
-            jobs.changes.forget(job_id, waiter)
+            self.watcher.close()
+
+
+async def _stream(watcher: Watcher) -> AsyncIterator[bytes]:
+    """The job's events after the watcher's resume point, then live ones, until its final
+    state (or until the server shuts down: the client resumes with Last-Event-ID, perhaps
+    at another instance)."""
+    while (events := await watcher.next(KEEPALIVE_S)) is not None:
+        if not events:
+            yield b": keep-alive\n\n"
+        for event in events:
+            yield sse_frame(event)
+            if is_final(event):
+                return
 
 
 def _result_response(runtime: Runtime, job: Job, name: str | None) -> Response:
@@ -206,9 +216,11 @@ def _limit(value: int) -> int:
 
 
 def _last_event_id(value: str | None) -> int:
+    """The resume point: the header's decimal ASCII number (``str.isdigit`` alone would take
+    superscripts such as ``²``, which ``int`` refuses)."""
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 18:
-        raise BadInput(f"Last-Event-ID must be an event id from this stream (a number), "
-                       f"not '{value[:50]}'")
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise BadInput(f"Last-Event-ID must be an event id from this stream (a decimal number "
+                       f"of at most 18 digits), not {value[:50]!r}")
     return int(value)

@@ -5,10 +5,12 @@ skipping FastAPI's routing and middleware stack (about half of the front's time 
 request); every other request passes through to FastAPI, where the same
 :func:`handle_predict` is also declared so it appears in ``/docs``.
 
-Per request: read the body (size-limited), parse JSON or multipart, queue it with the
-model's service, wait for the answer until the deadline, log one line (``request.end`` or
-``request.error``, with the params; ``request.start`` too at the debug level), count it in
-the metrics.
+Per request: read the body (size-limited), parse JSON or multipart (a large body in the
+body thread, ``http.bodies``), queue it with the model's service, wait for the answer until
+the deadline, log one line (``request.end`` or ``request.error``, with the params, cut to a
+few hundred bytes by ``logs``; ``request.start`` too at the debug level), count it in the
+metrics. Slow or oversized request heads and bodies are cut off before this, per connection
+(``http.connections``).
 """
 
 from __future__ import annotations
@@ -74,8 +76,9 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     try:
         service = runtime.service(name)
         timeout_s = parse_timeout(request.headers.get("x-request-timeout"), service.config.timeout_s)
-        limit = body_limit(runtime.config.server.max_body_mb)
-        body = await parse_predict(request, await read_body(request, limit))
+        server = runtime.config.server
+        raw = await read_body(request, body_limit(server.max_body_mb))
+        body = await parse_predict(request, raw, server.max_json_values)
         params = body.params
         log_event(log, "request.start", logging.DEBUG, request_id=request_id, model=name,
                   params=params, timeout_s=timeout_s)

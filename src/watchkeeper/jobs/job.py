@@ -132,6 +132,9 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def find_by_key(self, model: str, key: str) -> Job | None:
+        """The job an Idempotency-Key made for ``model``, if any."""
+
     def inputs(self, job_id: str) -> dict[str, Any]:
         """The job's inputs, exactly as submitted (bytes stay bytes)."""
 
@@ -146,15 +149,18 @@ class JobStore(Protocol):
         """The model's queued jobs, oldest first."""
 
     def start(self, job_id: str) -> Job | None:
-        """queued -> running, attempts + 1; None when the job is not queued (e.g. cancelled)."""
+        """queued -> running, attempts + 1; None when the job is not queued (e.g. cancelled).
+        The runner calls it before it sends the run to a worker: an attempt is counted
+        before it can run, or the run is not sent."""
 
     def progress(self, job_id: str, fraction: float, message: str) -> JobEvent | None:
         """Record progress of a running job; None when it is not running."""
 
     def finish(self, job_id: str, state: JobState, *, error: dict[str, Any] | None = None,
-               result: dict[str, Any] | None = None,
-               degraded: dict[str, Any] | None = None) -> Job:
-        """running or queued -> a terminal state (progress 1.0 on success)."""
+               result: dict[str, Any] | None = None, degraded: dict[str, Any] | None = None,
+               refund_attempt: bool = False) -> Job:
+        """running or queued -> a terminal state (progress 1.0 on success); ``refund_attempt``
+        takes back the attempt of a run refused before it was sent."""
 
     def requeue(self, job_id: str, *, reason: str, refund_attempt: bool = False) -> Job:
         """running -> queued (its worker died, or the server stopped before it finished);
@@ -164,9 +170,10 @@ class JobStore(Protocol):
         """queued -> cancelled now; running -> cancel_requested (the runner stops it);
         terminal: unchanged. None when there is no such job."""
 
-    def recover(self) -> list[Job]:
-        """At start-up: every running job (its server died) -> queued, or failed when it
-        has used all its attempts. Returns the jobs changed."""
+    def recover(self, adopt: Any = None) -> list[Job]:
+        """At start-up: every running job (its server died) -> succeeded when ``adopt(job)``
+        returns its complete result (result, degraded) found on disk, else queued, or failed
+        when it has used all its attempts. Returns the jobs changed."""
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         """The job's events with ``seq > after``, in order."""
@@ -179,5 +186,12 @@ class JobStore(Protocol):
 
     def counts(self) -> dict[str, int]:
         """Jobs by state (every state present, 0 when none)."""
+
+    def stats(self) -> tuple[int, float | None]:
+        """Bytes the store takes on disk; ``created_at`` of the oldest queued job."""
+
+    def probe(self, *, write: bool, lock_timeout_s: float) -> None:
+        """Raise what a write would raise now (the store is gone, locked, full), changing
+        no job; ``write``: make a real, synced commit."""
 
     def close(self) -> None: ...

@@ -10,11 +10,22 @@ Each file is written to a hidden temporary name in its final directory, flushed,
 renamed over the final name and the directory fsynced, so a reader (or a crash) sees the
 old file or the new one, never half of one. A crash mid-write leaves only a temporary file,
 removed at the next start-up by :meth:`ResultFiles.sweep_partial`.
+
+Order, and what a crash leaves: the job's old manifest (``.result.json``) is removed, its
+files are written, then the manifest (the :class:`ResultMeta` and ``degraded``) is written
+the same way; the job store's commit comes after. A directory with a manifest whose files are
+all there is a complete result: recovery adopts it for a job left ``running``
+(:meth:`ResultFiles.complete`); any other directory of a job not ``succeeded`` is removed.
+
+The root is created once, by :meth:`ResultFiles.open`, never again: when it is gone (the
+data dir was deleted) writes fail instead of re-creating it, and :meth:`ResultFiles.probe`
+says so (it also writes a small file, to find a full or read-only disk).
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import mimetypes
 import os
 import re
@@ -25,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from watchkeeper.protocol.blob import Blob
 
-__all__ = ["ResultFile", "ResultFiles", "ResultMeta", "TEMP_MARKER"]
+__all__ = ["MANIFEST", "ResultFile", "ResultFiles", "ResultMeta", "TEMP_MARKER"]
 
 #: Job ids and output field names: one safe path component.
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -36,6 +49,9 @@ _SAFE_FILE = re.compile(r"[A-Za-z0-9_-]{1,128}(\.[A-Za-z0-9_+-]{1,16})?")
 _SAFE_EXTENSION = re.compile(r"\.[A-Za-z0-9_+-]{1,16}")
 #: In every temporary file's name (``.<file>.tmp-<pid>-<random>``) and in no final one.
 TEMP_MARKER = ".tmp-"
+#: A complete result's description, written after its files (hidden: never served).
+MANIFEST = ".result.json"
+_PROBE = f".probe{TEMP_MARKER}"
 _OCTET_STREAM = "application/octet-stream"
 _MIB = 1024 * 1024
 
@@ -74,12 +90,30 @@ class ResultFiles:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._identity: tuple[int, int] | None = None
+        self._fd = -1  # held open: a deleted root's inode cannot be reused by a new directory
 
-    def write(self, job_id: str, outputs: dict[str, Any]) -> ResultMeta:
-        """Write the job's file outputs (replacing any earlier result); describe them all.
+    def open(self) -> None:
+        """Create the root (once, at start-up) and remember which directory it is."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.close()
+        self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self._fd)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def write(self, job_id: str, outputs: dict[str, Any],
+              degraded: dict[str, Any] | None = None) -> ResultMeta:
+        """Write the job's file outputs (replacing any earlier result), then its manifest;
+        describe them all.
 
         Raises ValueError (unsafe id or file output name, an output that is not JSON-able)
-        before writing anything, or OSError (the disk) with no temporary file left behind.
+        before writing anything, or OSError (the disk; the root gone) with no temporary
+        file left behind.
         """
         directory = self._directory(job_id)
         blobs = {name: blob for name, value in outputs.items() if (blob := _as_blob(value)) is not None}
@@ -89,10 +123,42 @@ class ResultFiles:
         if not blobs:
             self.remove(job_id)
             return ResultMeta((), rest)
-        _make_directory(directory)
+        self._make_directory(directory)
+        _unlink_synced(directory / MANIFEST)  # an earlier run's: this one is not complete yet
         files = tuple(self._write_one(directory, name, blob) for name, blob in blobs.items())
         _remove_stale(directory, {f.file for f in files})
-        return ResultMeta(files, rest)
+        meta = ResultMeta(files, rest)
+        manifest = {"result": meta.to_dict(), "degraded": degraded}
+        _write_atomic(directory, MANIFEST, orjson.dumps(manifest))
+        return meta
+
+    def complete(self, job_id: str) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+        """The job's result as its manifest describes it, (result, degraded), when the
+        manifest is there and every file it names has its size; else None."""
+        try:
+            manifest = orjson.loads((self._directory(job_id) / MANIFEST).read_bytes())
+            meta = ResultMeta.from_dict(manifest["result"])
+            whole = all(self.path(job_id, f.file).stat().st_size == f.size for f in meta.files)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return (meta.to_dict(), manifest.get("degraded")) if whole and meta.files else None
+
+    def job_ids(self) -> list[str]:
+        """The jobs that have a directory under the root."""
+        if not self.root.is_dir():
+            return []
+        return [p.name for p in self.root.iterdir() if p.is_dir() and _SAFE_NAME.fullmatch(p.name)]
+
+    def probe(self) -> None:
+        """Raise OSError unless the root is the directory opened and takes a new file."""
+        self._check_root()
+        probe = self.root / f"{_PROBE}{os.getpid()}"
+        try:
+            with open(probe, "wb") as out:
+                out.write(b"w")
+                out.flush()
+        finally:
+            probe.unlink(missing_ok=True)
 
     def path(self, job_id: str, file: str) -> Path:
         """Where one of the job's files is (it may not exist); refuses names that escape."""
@@ -113,7 +179,7 @@ class ResultFiles:
         Run at start-up, before any job writes (it cannot tell a live writer's file).
         """
         removed = 0
-        for temp in _temp_files(self.root):
+        for temp in [*_temp_files(self.root), *self.root.glob(f"{_PROBE}*")]:
             try:
                 temp.unlink()
             except FileNotFoundError:
@@ -122,9 +188,27 @@ class ResultFiles:
         return removed
 
     def free_mb(self) -> float:
-        """Free space, in MiB, of the filesystem holding ``root`` (created if missing)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Free space, in MiB, of the filesystem holding ``root``; OSError when it is gone."""
+        self._check_root()
         return shutil.disk_usage(self.root).free / _MIB
+
+    def _check_root(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise FileNotFoundError(errno.ENOENT, "the results directory is gone",
+                                    str(self.root)) from None
+        if self._identity is not None and (st.st_dev, st.st_ino) != self._identity:
+            raise FileNotFoundError(errno.ENOENT, "the results directory was replaced",
+                                    str(self.root))
+
+    def _make_directory(self, directory: Path) -> None:
+        """The job's directory, in the root as it is (never re-created: see the module)."""
+        if directory.is_dir():
+            return
+        self._check_root()
+        directory.mkdir(exist_ok=True)
+        _fsync_directory(directory.parent)
 
     def _directory(self, job_id: str) -> Path:
         _check_name(job_id, "job id")
@@ -188,13 +272,6 @@ def _write_atomic(directory: Path, file: str, data: bytes) -> None:
     _fsync_directory(directory)
 
 
-def _make_directory(directory: Path) -> None:
-    if directory.is_dir():
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    _fsync_directory(directory.parent)
-
-
 def _remove_stale(directory: Path, keep: set[str]) -> None:
     """Files of an earlier run this run did not produce: one result, never two."""
     stale = [p for p in directory.iterdir() if p.name not in keep and not p.name.startswith(".")]
@@ -202,6 +279,14 @@ def _remove_stale(directory: Path, keep: set[str]) -> None:
         path.unlink(missing_ok=True)
     if stale:
         _fsync_directory(directory)
+
+
+def _unlink_synced(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(directory: Path) -> None:

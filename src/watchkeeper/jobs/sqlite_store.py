@@ -6,107 +6,65 @@ that changes the ``jobs`` row and appends the ``events`` it causes, so a job ack
 with 202 is on disk (WAL, ``synchronous=FULL``) before the answer leaves, and survives a
 process kill or a power cut. The schema version lives in ``PRAGMA user_version``.
 
+The store checks its own file: the path must still name the file it opened (same device
+and inode) before each commit and after it, or the write fails with
+:class:`StoreFileChanged` (the file was deleted, with its directory perhaps, or replaced:
+whatever is committed to the open file would be lost at the next start). A write waits for
+the database's write lock (held by another process) for at most ``busy_timeout_s``, then
+fails. :meth:`SqliteJobStore.probe` asks the same questions without changing a job.
+
 Inputs are stored without pickle (a data file must never be able to run code): JSON, with
 bytes at any depth written as ``{"$bytes": "<base64>"}`` (see :mod:`watchkeeper.jobs.inputs_codec`).
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from watchkeeper.errors import ConfigError, NotFound
+from watchkeeper.errors import ConfigError
 from watchkeeper.jobs.inputs_codec import decode_inputs
 from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState, NewJob
+from watchkeeper.jobs.sqlite_rows import (
+    COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SERVER_STOPPED,
+    TERMINAL,
+    clamp,
+    crashed_error,
+    event_of,
+    file_id,
+    file_size,
+    job_of,
+    json_text,
+    not_found,
+)
 
-__all__ = ["SCHEMA_VERSION", "SqliteJobStore"]
+__all__ = ["MAX_LIST", "SCHEMA_VERSION", "Adopt", "SqliteJobStore", "StoreFileChanged"]
 
-#: The version of the tables below; a file written by a newer watchkeeper is refused.
-SCHEMA_VERSION = 1
 #: Most jobs one ``list`` call returns.
 MAX_LIST = 1000
+_ADOPTED = "its result was written before the server stopped"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,
-    params TEXT NOT NULL, inputs BLOB NOT NULL, allow_degrade INTEGER NOT NULL,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,
-    request_id TEXT NOT NULL, request_hash TEXT NOT NULL, idempotency_key TEXT,
-    started_at REAL, finished_at REAL, progress REAL NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '', cancel_requested INTEGER NOT NULL DEFAULT 0,
-    error TEXT, degraded TEXT, result TEXT  -- JSON text
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
-    ON jobs (model, idempotency_key) WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, model, created_at);
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS events (
-    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, seq INTEGER NOT NULL,
-    type TEXT NOT NULL, at REAL NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq)
-) WITHOUT ROWID;
-"""
-
-#: Every column but ``inputs`` (read only by :meth:`SqliteJobStore.inputs`: it may be large).
-_COLUMNS = (
-    "id, model, state, params, allow_degrade, created_at, updated_at, attempts, max_attempts, "
-    "request_id, request_hash, idempotency_key, started_at, finished_at, progress, message, "
-    "cancel_requested, error, degraded, result"
-)
-_TERMINAL = tuple(s.value for s in TERMINAL_STATES)
-_SERVER_STOPPED = "the server stopped while it ran"
-_CRASH_SUGGESTION = (
-    "The job may be what stopped the server: check the server's logs before submitting it again."
-)
-
-# --- rows ------------------------------------------------------------------------------
+#: At recovery: a running job's complete result on disk (result, degraded), or None.
+Adopt = Callable[[Job], tuple[dict[str, Any], dict[str, Any] | None] | None]
 
 
-def _json(value: dict[str, Any] | None) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
+class StoreFileChanged(OSError):
+    """The file at the store's path is not the one this store opened: deleted (with its
+    directory, perhaps) or replaced. What this store writes now is lost at the next start."""
 
-
-def _unjson(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def _job(row: sqlite3.Row) -> Job:
-    fields = dict(zip(row.keys(), tuple(row), strict=True))
-    fields.update(
-        state=JobState(row["state"]), params=orjson.loads(row["params"]),
-        allow_degrade=bool(row["allow_degrade"]), cancel_requested=bool(row["cancel_requested"]),
-        error=_unjson(row["error"]), degraded=_unjson(row["degraded"]), result=_unjson(row["result"]),
-    )  # fmt: skip
-    return Job(**fields)
-
-
-def _event(row: sqlite3.Row) -> JobEvent:
-    return JobEvent(row["job_id"], row["seq"], row["type"], row["at"], orjson.loads(row["data"]))
-
-
-def _clamp(fraction: float) -> float:
-    return 0.0 if math.isnan(fraction) else min(1.0, max(0.0, float(fraction)))
-
-
-def _not_found(job_id: str) -> NotFound:
-    return NotFound(f"no job {job_id!r}", suggestion="GET /v1/jobs lists the jobs kept here.")
-
-
-def _crashed(job: Job) -> dict[str, Any]:
-    return {
-        "type": "worker_crashed",
-        "message": f"{_SERVER_STOPPED}, {job.attempts} times (max_attempts {job.max_attempts})",
-        "suggestion": _CRASH_SUGGESTION,
-    }
+    def __init__(self, message: str, *, gone: bool) -> None:
+        super().__init__(message)
+        self.gone = gone
 
 
 # --- the store -------------------------------------------------------------------------
@@ -118,7 +76,9 @@ class SqliteJobStore:
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()  # progress() holds it around _write()
+        self._identity: tuple[int, int] | None = None
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
         )
@@ -137,6 +97,7 @@ class SqliteJobStore:
 
     def _open(self) -> None:
         (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        self._identity = file_id(self.path)
         if version > SCHEMA_VERSION:
             raise ConfigError(
                 f"job store {self.path} has schema version {version}, newer than the "
@@ -147,39 +108,53 @@ class SqliteJobStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
+            for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
+    def _check_file(self) -> None:
+        """Raise :class:`StoreFileChanged` unless the path still names the file opened."""
+        now = file_id(self.path)
+        if now != self._identity:
+            what = "is gone (deleted, or its directory was)" if now is None else "was replaced"
+            raise StoreFileChanged(f"job store {self.path} {what} while this server used it",
+                                   gone=now is None)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken up front so no other writer slips in between."""
+        """One write transaction, taken up front so no other writer slips in between; the
+        store's file is checked before the commit (else: rolled back) and after it."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._check_file()
+                self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
+            self._check_file()
 
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
+    def _set_busy_timeout(self, seconds: float) -> None:
+        self._conn.execute(f"PRAGMA busy_timeout = {max(0, round(seconds * 1000))}")
+
     # --- helpers run inside a transaction ---
 
     @staticmethod
     def _row(conn: sqlite3.Connection, job_id: str) -> Job | None:
-        row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _job(row)
+        row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else job_of(row)
 
     def _must(self, conn: sqlite3.Connection, job_id: str) -> Job:
         job = self._row(conn, job_id)
         if job is None:
-            raise _not_found(job_id)
+            raise not_found(job_id)
         return job
 
     @staticmethod
@@ -225,11 +200,11 @@ class SqliteJobStore:
         try:
             self._insert(conn, job, job.created_at or now, now)
         except sqlite3.IntegrityError:  # undoes this statement only; the transaction goes on
-            row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
+            row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
                                (job.model, job.idempotency_key)).fetchone()
             if row is None or job.idempotency_key is None:
                 raise
-            return _job(row), False
+            return job_of(row), False
         self._append(conn, job.id, "state", {"state": "queued", "attempts": 0}, now)
         return self._must(conn, job.id), True
 
@@ -239,21 +214,27 @@ class SqliteJobStore:
             "INSERT INTO jobs (id, model, state, params, inputs, allow_degrade, created_at, "
             "updated_at, max_attempts, request_id, request_hash, idempotency_key) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.model, JobState.QUEUED.value, _json(job.params),
+            (job.id, job.model, JobState.QUEUED.value, json_text(job.params),
              job.stored_inputs, int(job.allow_degrade), created_at, now,
              job.max_attempts, job.request_id, job.request_hash, job.idempotency_key),
         )  # fmt: skip
 
     def get(self, job_id: str) -> Job | None:
-        rows = self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _job(rows[0]) if rows else None
+        rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return job_of(rows[0]) if rows else None
 
     def inputs(self, job_id: str) -> dict[str, Any]:
         """The job's inputs exactly as submitted; :class:`NotFound` when there is no such job."""
         rows = self._read("SELECT inputs FROM jobs WHERE id = ?", (job_id,))
         if not rows:
-            raise _not_found(job_id)
+            raise not_found(job_id)
         return decode_inputs(rows[0]["inputs"])
+
+    def find_by_key(self, model: str, key: str) -> Job | None:
+        """The job an Idempotency-Key made for ``model``, if any."""
+        rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
+                          (model, key))
+        return job_of(rows[0]) if rows else None
 
     def list_jobs(self, *, state: JobState | None = None, model: str | None = None,
                   limit: int = 100) -> list[Job]:
@@ -266,8 +247,8 @@ class SqliteJobStore:
         if model is not None:
             where.append("model = ?")
             args.append(model)
-        sql = f"SELECT {_COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?"
-        return [_job(r) for r in self._read(sql, (*args, max(0, min(limit, MAX_LIST))))]
+        sql = f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?"
+        return [job_of(r) for r in self._read(sql, (*args, max(0, min(limit, MAX_LIST))))]
 
     def queued_models(self) -> dict[str, int]:
         rows = self._read("SELECT model, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY model",
@@ -277,11 +258,11 @@ class SqliteJobStore:
     def queued(self, model: str, limit: int) -> list[Job]:
         """The model's queued jobs, oldest first (ties in submission order)."""
         rows = self._read(
-            f"SELECT {_COLUMNS} FROM jobs WHERE state = ? AND model = ? "
+            f"SELECT {COLUMNS} FROM jobs WHERE state = ? AND model = ? "
             "ORDER BY created_at, rowid LIMIT ?",
             (JobState.QUEUED.value, model, max(0, limit)),
         )
-        return [_job(r) for r in rows]
+        return [job_of(r) for r in rows]
 
     def start(self, job_id: str) -> Job | None:
         """queued -> running, attempts + 1; None when the job is not queued (or not there)."""
@@ -300,7 +281,7 @@ class SqliteJobStore:
         cut may lose the latest progress events, never a state change, since the next FULL
         commit syncs the log with everything before it. A job reports up to 20 a second.
         """
-        fraction = _clamp(fraction)
+        fraction = clamp(fraction)
         with self._lock:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             try:
@@ -322,10 +303,11 @@ class SqliteJobStore:
             return self._append(conn, job_id, "progress", data, now)
 
     def finish(self, job_id: str, state: JobState, *, error: dict[str, Any] | None = None,
-               result: dict[str, Any] | None = None,
-               degraded: dict[str, Any] | None = None) -> Job:  # fmt: skip
+               result: dict[str, Any] | None = None, degraded: dict[str, Any] | None = None,
+               refund_attempt: bool = False) -> Job:  # fmt: skip
         """running or queued -> ``state`` (terminal; progress 1.0 on success). A job already
-        terminal is returned unchanged (the runner may race a cancel)."""
+        terminal is returned unchanged (the runner may race a cancel). ``refund_attempt``
+        takes back the attempt of a run that was refused before it was sent to a worker."""
         state = JobState(state)
         if state not in TERMINAL_STATES:
             raise ValueError(f"finish takes a terminal state, not {state.value!r}")
@@ -335,10 +317,12 @@ class SqliteJobStore:
                 return job
             event = {k: v for k, v in (("error", error), ("degraded", degraded)) if v is not None}
             columns: dict[str, Any] = {
-                "error": _json(error), "degraded": _json(degraded), "result": _json(result)
+                "error": json_text(error), "degraded": json_text(degraded), "result": json_text(result)
             }  # fmt: skip
             if state is JobState.SUCCEEDED:
                 columns["progress"] = 1.0
+            if refund_attempt and job.state is JobState.RUNNING:
+                columns["attempts"] = max(0, job.attempts - 1)
             return self._transition(conn, job, state, event, **columns)
 
     def requeue(self, job_id: str, *, reason: str, refund_attempt: bool = False) -> Job:
@@ -370,33 +354,41 @@ class SqliteJobStore:
                 conn, job, JobState.RUNNING, {"cancel_requested": True}, cancel_requested=1
             )
 
-    def recover(self) -> list[Job]:
-        """At start-up: every running job -> queued, or failed when it has used all its
-        attempts (cancelled when its cancel was requested). Returns the jobs changed."""
+    def recover(self, adopt: Adopt | None = None) -> list[Job]:
+        """At start-up: every running job -> cancelled when its cancel was requested;
+        succeeded when ``adopt`` finds its complete result on disk (written, but the server
+        stopped before the commit); else queued, or failed when it has used all its
+        attempts. Returns the jobs changed."""
         with self._write() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state = ? ORDER BY created_at, rowid",
+                f"SELECT {COLUMNS} FROM jobs WHERE state = ? ORDER BY created_at, rowid",
                 (JobState.RUNNING.value,),
             ).fetchall()
-            return [self._recover(conn, _job(row)) for row in rows]
+            return [self._recover(conn, job_of(row), adopt) for row in rows]
 
-    def _recover(self, conn: sqlite3.Connection, job: Job) -> Job:
+    def _recover(self, conn: sqlite3.Connection, job: Job, adopt: Adopt | None) -> Job:
+        found = None if job.cancel_requested or adopt is None else adopt(job)
+        if found is not None:
+            result, degraded = found
+            event = {"reason": _ADOPTED, **({"degraded": degraded} if degraded else {})}
+            return self._transition(conn, job, JobState.SUCCEEDED, event, progress=1.0,
+                                    result=json_text(result), degraded=json_text(degraded))
         if job.cancel_requested or job.attempts < job.max_attempts:
-            return self._requeue(conn, job, _SERVER_STOPPED, job.attempts)
-        error = _crashed(job)
-        return self._transition(conn, job, JobState.FAILED, {"error": error}, error=_json(error))
+            return self._requeue(conn, job, SERVER_STOPPED, job.attempts)
+        error = crashed_error(job)
+        return self._transition(conn, job, JobState.FAILED, {"error": error}, error=json_text(error))
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         sql = "SELECT job_id, seq, type, at, data FROM events WHERE job_id = ? AND seq > ? ORDER BY seq"
-        return [_event(r) for r in self._read(sql, (job_id, after))]
+        return [event_of(r) for r in self._read(sql, (job_id, after))]
 
     def finished_before(self, when: float, limit: int = 1000) -> list[str]:
         """Ids of terminal jobs that finished before ``when``, oldest first."""
-        marks = ", ".join("?" for _ in _TERMINAL)
+        marks = ", ".join("?" for _ in TERMINAL)
         rows = self._read(  # "+state": look the jobs up by finished_at, not by state
             "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? "
             f"AND +state IN ({marks}) ORDER BY finished_at LIMIT ?",
-            (when, *_TERMINAL, max(0, limit)),
+            (when, *TERMINAL, max(0, limit)),
         )
         return [r["id"] for r in rows]
 
@@ -411,6 +403,28 @@ class SqliteJobStore:
         for row in self._read("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
             counts[row["state"]] = row["n"]
         return counts
+
+    def stats(self) -> tuple[int, float | None]:
+        """Bytes of the store's files (database and write-ahead log), and the ``created_at``
+        of the oldest queued job (None when none is queued)."""
+        size = file_size(self.path) + file_size(self.path.with_name(self.path.name + "-wal"))
+        rows = self._read("SELECT MIN(created_at) AS oldest FROM jobs WHERE state = ?",
+                          (JobState.QUEUED.value,))
+        return size, rows[0]["oldest"]
+
+    def probe(self, *, write: bool, lock_timeout_s: float) -> None:
+        """Raise what a write would raise now, changing no job: the file is not the one
+        opened (:class:`StoreFileChanged`), or another process holds the write lock for more
+        than ``lock_timeout_s`` (``sqlite3.OperationalError``); with ``write``, a real commit
+        is made and synced (a full disk or an I/O error fails it)."""
+        with self._lock:
+            self._set_busy_timeout(lock_timeout_s)
+            try:
+                with self._write() as conn:
+                    if write:
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            finally:
+                self._set_busy_timeout(self._busy_timeout_s)
 
     def close(self) -> None:
         with self._lock:

@@ -2,7 +2,9 @@
 
 Used by both processes: the worker reads and writes with blocking calls
 (:class:`BlockingChannel`), the front with asyncio streams (:func:`read_message`), so a
-worker that stops mid-message can never block the front's event loop.
+worker that stops mid-message can never block the front's event loop. The front decodes
+with an allow-list of globals (``protocol.unpickling``): a whole frame it cannot or will
+not decode raises :class:`BadFrame`, a fault of the worker that sent it.
 
 A frame is a header, the pickle stream, then each out-of-band buffer raw::
 
@@ -24,12 +26,16 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from watchkeeper.protocol.unpickling import RefusedGlobal, loads_allowed
+
 __all__ = [
     "MAX_FRAME",
+    "BadFrame",
     "ChannelClosed",
     "encode",
     "encode_parts",
     "decode",
+    "decode_from_worker",
     "read_message",
     "BlockingChannel",
 ]
@@ -44,6 +50,21 @@ MAX_BUFFERS = 4096
 
 class ChannelClosed(Exception):
     """The other end of the socket has gone (a dead process or a closed socket)."""
+
+
+class BadFrame(Exception):
+    """A whole frame arrived but cannot be decoded: a global the front does not unpickle,
+    or an object that fails to rebuild. The socket is still in step (the frame was read)."""
+
+
+def decode_from_worker(stream: bytes | bytearray | memoryview, buffers: Sequence[Any] = ()) -> Any:
+    """Decode a frame in the front: allowed globals only; anything wrong is a BadFrame."""
+    try:
+        return loads_allowed(stream, buffers)
+    except RefusedGlobal as exc:
+        raise BadFrame(str(exc)) from None
+    except Exception as exc:  # an allowed global that fails to rebuild, a corrupt stream
+        raise BadFrame(f"{type(exc).__name__}: {exc}") from None
 
 
 def encode_parts(message: Any) -> list[bytes | memoryview]:
@@ -70,7 +91,8 @@ def _check_sizes(stream_len: int, count: int) -> None:
 
 
 async def read_message(reader: asyncio.StreamReader) -> Any:
-    """Read one message; raises ChannelClosed at end of stream."""
+    """Read one message in the front; raises ChannelClosed at end of stream, BadFrame when
+    the frame cannot be decoded."""
     try:
         stream_len, count = _HEAD.unpack(await reader.readexactly(_HEAD.size))
         _check_sizes(stream_len, count)
@@ -79,9 +101,9 @@ async def read_message(reader: asyncio.StreamReader) -> Any:
             raise ChannelClosed("buffer over the limit")
         stream = await reader.readexactly(stream_len)
         buffers = [await reader.readexactly(n) for n in lengths]
-        return decode(stream, buffers)
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         raise ChannelClosed(str(exc)) from None
+    return decode_from_worker(stream, buffers)
 
 
 class BlockingChannel:

@@ -4,8 +4,13 @@ Runs in the front process, called by the scheduler (``scheduling.scheduler``), w
 applies the verdicts: no clock (``now`` is passed in), no queues, no processes.
 
 - A worker death counts against an input only when the input ran alone (a batch's death
-  cannot be pinned on one of its inputs) and the worker crashed or hung past a deadline;
-  the input's ``deaths`` then move it towards quarantine.
+  cannot be pinned on one of its inputs) and the worker crashed, or hung past the model's
+  own deadline (``timeout_s``): a client's shorter X-Request-Timeout still ends the run,
+  but that kill is the client's choice, not the input's fault. The input's ``deaths``
+  then move it towards quarantine.
+- A worker killed for a frame the front cannot read fails what it ran at once with a
+  ModelError (the model answered with something it may not): a retry would only send it
+  again.
 - A request whose worker died is retried, alone, unless it was cancelled, its deadline
   has passed, it was a probe, the server is shutting down, a job has used its runs, or
   its deaths reached ``max_deaths`` (then it is quarantined, or failed when quarantine is
@@ -23,10 +28,12 @@ from watchkeeper.errors import (
     Cancelled,
     DeadlineExceeded,
     InputQuarantined,
+    ModelError,
     Unavailable,
     WatchkeeperError,
     WorkerCrashed,
 )
+from watchkeeper.protocol.unpickling import OUTPUTS_MAY_HOLD
 from watchkeeper.scheduling.pending import Kind, MemoryPlan, Pending
 from watchkeeper.supervision.kill_reasons import KillReason
 
@@ -43,9 +50,11 @@ class DeathPolicy:
 
 
 def counts_against_input(batch: list[Pending], reason: KillReason | None) -> bool:
-    """The death may be the input's fault: it ran alone, and the worker crashed or hung."""
-    return (len(batch) == 1 and batch[0].kind is Kind.REQUEST
-            and (reason is None or reason.counts_against_input))
+    """The death may be the input's fault: it ran alone, and the worker crashed, or hung
+    past the model's own deadline (not a client's shorter one)."""
+    if len(batch) != 1 or batch[0].kind is not Kind.REQUEST:
+        return False
+    return reason is None or (reason.counts_against_input and batch[0].model_deadline)
 
 
 def death_error(pending: Pending, reason: KillReason | None, exit_desc: str, *, now: float,
@@ -54,6 +63,11 @@ def death_error(pending: Pending, reason: KillReason | None, exit_desc: str, *, 
     model = policy.model
     if pending.cancelled:
         return Cancelled(f"the job was cancelled while it ran (its worker was stopped: {exit_desc})")
+    if reason is KillReason.BAD_FRAME:
+        return ModelError(f"the answer of model '{model}' could not be read, so its worker was "
+                          f"replaced ({exit_desc})",
+                          suggestion=f"Fix the model: {OUTPUTS_MAY_HOLD}. The server log's "
+                          "worker.bad_frame line says what was wrong.")
     if reason is KillReason.DEADLINE or now >= pending.deadline:
         total = pending.deadline - pending.enqueued_at
         return DeadlineExceeded(f"model '{model}' did not answer within {total:.1f} s")

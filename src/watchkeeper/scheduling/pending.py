@@ -4,7 +4,8 @@ is resolved; what a request's answer carries; who listens to a job's runs.
 Runs in the front process, on its event loop; plain data with no I/O. A ``Pending`` holds:
 
 - who and what: model, request id, inputs and params, kind (a request or a probe), its
-  future, its deadline and, for a job, its listener and ``max_runs``;
+  future, its deadline (and whether it is the model's own ``timeout_s`` or a client's
+  shorter one) and, for a job, its listener and ``max_runs``;
 - its place and time: when it was queued and sent, the worker that ran it last, whether
   it must run alone;
 - its memory plan (:class:`MemoryPlan`): the ladder of params admission may choose from,
@@ -22,10 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from watchkeeper.errors import WatchkeeperError
-from watchkeeper.scheduling.memory_ledger import Rung
+from watchkeeper.scheduling.memory_ledger import Rung, shape_key
 from watchkeeper.scheduling.quarantine import fingerprint
 
-__all__ = ["Kind", "MemoryPlan", "Outcome", "Pending", "RunListener"]
+__all__ = ["Kind", "MemoryPlan", "Outcome", "Pending", "RunListener", "WORK_KINDS"]
+
+#: What a worker runs, for its service-time estimates (``Pending.work``).
+WORK_KINDS = ("request", "job", "probe")
 
 
 class Kind(enum.Enum):
@@ -95,6 +99,7 @@ class Pending:
     params: dict[str, Any]
     deadline: float  # time.monotonic() by which the client must have an answer
     future: asyncio.Future[Any]
+    model_deadline: bool = True  # the deadline is the model's timeout_s, not a client's shorter one
     kind: Kind = Kind.REQUEST
     listener: RunListener | None = None  # a job's runner
     memory: MemoryPlan = field(default_factory=MemoryPlan)  # (no ladder: its params alone)
@@ -117,6 +122,18 @@ class Pending:
     @property
     def open(self) -> bool:
         return not self.future.done()
+
+    @property
+    def work(self) -> str:
+        """``request``, ``job`` or ``probe``: what its run time may be compared with."""
+        if self.kind is Kind.PROBE:
+            return "probe"
+        return "job" if self.listener is not None or self.max_runs is not None else "request"
+
+    @property
+    def shape(self) -> str:
+        """Its params as the key of the run time of requests like it (canonical JSON)."""
+        return shape_key(self.memory.run_params)
 
     @property
     def fingerprint(self) -> str:

@@ -10,9 +10,12 @@ when it fires, the worker is SIGKILLed (reason ``deadline``) and the supervisor 
 
 Deaths: when a worker dies under a batch, each request in it is retried (at the head of the
 queue, alone) unless its deadline has passed; a death while an input ran alone counts
-against that input, and the second one fails it with InputQuarantined and refuses that
-input for ``quarantine_s``. A job's run (``max_runs`` set) is instead retried until it has
-run ``max_runs`` times.
+against that input (``after_failure``: not a kill at a client's shorter deadline), and the
+second one fails it with InputQuarantined and refuses that input for ``quarantine_s``. A
+job's run (``max_runs`` set) is instead retried until it has run ``max_runs`` times.
+
+Load shedding: a request whose expected wait and run exceed its deadline gets 503 at once;
+run times are learned per kind of work and params shape (``scheduling.service_times``).
 
 Jobs: a job's request runs alone and has a ``listener`` told when it starts and how far it
 has got (``Progress`` from the worker). ``cancel`` drops a queued request, or asks the
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -52,13 +54,12 @@ from watchkeeper.scheduling.after_failure import (
 from watchkeeper.scheduling.batching import Admit, take_batch
 from watchkeeper.scheduling.pending import Kind, Outcome, Pending
 from watchkeeper.scheduling.quarantine import Quarantine
+from watchkeeper.scheduling.service_times import ServiceTimes
 from watchkeeper.supervision.kill_reasons import KillReason
 from watchkeeper.supervision.worker_handle import ReplicaState, WorkerHandle
 
 __all__ = ["InFlight", "Scheduler"]
 
-#: Weight of the newest batch in the running mean of service time (for Retry-After).
-_EWMA_ALPHA = 0.2
 #: A refill (see ``Scheduler._waiting_for_stragglers``) keeps a free worker idle for at most
 #: this share of a batch's mean time: with arrivals just under ``refill_wait_ms`` apart it
 #: could otherwise wait for a whole batch's worth of them, one gap at a time.
@@ -72,6 +73,9 @@ class InFlight:
     items: list[Pending]
     timer: asyncio.TimerHandle
     sent_at: float
+    work: str = "request"  # its kind of work (Pending.work) ...
+    shape: str = "{}"  # ... and params shape: whose run time it teaches (service_times)
+    expected_s: float = 0.0  # what it was expected to take when it was sent
 
 
 class Scheduler:
@@ -99,7 +103,7 @@ class Scheduler:
         self.quarantine = quarantine
         self.queue: deque[Pending] = deque()
         self.inflight: dict[int, InFlight] = {}
-        self.service_s = 0.0  # running mean of a batch's time in a worker
+        self.service = ServiceTimes()  # a batch's time in a worker, per kind and shape
         self.closed = False
         self.last_success_at: float | None = None
         self._replicas = replicas
@@ -126,7 +130,7 @@ class Scheduler:
         if self.admission is not None and pending.kind is Kind.REQUEST:
             self.admission.check_submit(pending)
         if len(self.queue) >= self.max_queue:
-            self._drop_answered()
+            self.queue = deque(p for p in self.queue if p.open)  # drop those answered already
         if len(self.queue) >= self.max_queue and pending.kind is Kind.REQUEST:
             raise Overloaded(
                 f"model '{self.model}' has {len(self.queue)} requests queued (max_queue "
@@ -141,34 +145,33 @@ class Scheduler:
             self.queue.append(pending)
         self.dispatch()
 
+    def _ready_count(self) -> int:
+        return sum(1 for r in self._replicas() if r.state in (ReplicaState.READY, ReplicaState.BUSY))
+
     def expected_wait_s(self) -> float:
         """How long a request queued now would likely wait for a worker."""
-        ready = sum(1 for r in self._replicas() if r.state in (ReplicaState.READY, ReplicaState.BUSY))
-        if not ready or not self.service_s:
-            return 0.0
-        batches_ahead = len(self.inflight) + len(self.queue) / self.max_batch_size
-        return batches_ahead * self.service_s / ready
+        now = time.monotonic()
+        running = [(f.expected_s, now - f.sent_at) for f in self.inflight.values()]
+        return self.service.wait_s(running, len(self.queue) / self.max_batch_size, self._ready_count())
 
     def _shed_if_too_late(self, pending: Pending) -> None:
         """Load shedding: refuse now what would only time out in the queue."""
         wait = self.expected_wait_s()
+        if not wait:
+            return
+        run = self.service.estimate(pending.work, pending.shape)
         left = pending.deadline - time.monotonic()
-        if wait and wait + self.service_s > left:
+        if wait + run > left:
             raise Unavailable(
                 f"model '{self.model}' is busy: the expected wait ({wait:.1f} s) and run "
-                f"({self.service_s:.1f} s) exceed this request's deadline ({left:.1f} s)",
+                f"({run:.1f} s) exceed this request's deadline ({left:.1f} s)",
                 suggestion="Retry after Retry-After, or allow a longer X-Request-Timeout.",
                 retry_after_s=wait,
             )
 
-    def _drop_answered(self) -> None:
-        self.queue = deque(p for p in self.queue if p.open)
-
     def retry_after_s(self) -> int:
         """Whole seconds until the queue has likely room again (at least 1)."""
-        ready = sum(1 for r in self._replicas() if r.state in (ReplicaState.READY, ReplicaState.BUSY))
-        batches = len(self.queue) / self.max_batch_size + 1
-        return max(1, math.ceil(batches * max(self.service_s, 0.05) / max(ready, 1)))
+        return self.service.retry_after_s(len(self.queue) / self.max_batch_size + 1, self._ready_count())
 
     @property
     def depth(self) -> int:
@@ -196,7 +199,7 @@ class Scheduler:
     def _admit_on(self, replica: WorkerHandle) -> Admit:
         admission = self.admission
         assert admission is not None
-        admission.min_wait_s = max(self.service_s, 0.05)
+        admission.min_wait_s = max(self.service.estimate("request"), 0.05)
         return lambda pending, used: admission.admit(replica, pending, used)
 
     def _waiting_for_stragglers(self) -> bool:
@@ -217,7 +220,7 @@ class Scheduler:
             send_at = max(self.queue[0].enqueued_at, self._free_since) + self.max_wait_s
         if self.refill_wait_s > 0 and len(self.queue) < self._refill_target:
             latest = max(self._free_since, self.queue[-1].enqueued_at)
-            cap = self._free_since + REFILL_MAX_SHARE * self.service_s
+            cap = self._free_since + REFILL_MAX_SHARE * self.service.estimate("request")
             send_at = max(send_at, min(latest + self.refill_wait_s, cap))
         now = time.monotonic()
         if send_at <= now:
@@ -255,7 +258,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         latest = max(p.deadline for p in batch)
         timer = loop.call_later(max(0.0, latest - now), self._overdue, batch_id)
-        self.inflight[batch_id] = InFlight(batch_id, replica, batch, timer, now)
+        work, shape = batch[0].work, batch[0].shape
+        self.inflight[batch_id] = InFlight(batch_id, replica, batch, timer, now, work, shape,
+                                           self.service.estimate(work, shape))
         for pending in batch:
             if pending.listener is not None:
                 pending.listener.started(pending)
@@ -289,9 +294,7 @@ class Scheduler:
             inflight.timer.cancel()
             if self.admission is not None:
                 self.admission.release(replica, batch_id)
-            elapsed = time.monotonic() - inflight.sent_at
-            # A running mean, started at the first batch's time rather than at 0.
-            self.service_s += (_EWMA_ALPHA if self.service_s else 1.0) * (elapsed - self.service_s)
+            self.service.observe(inflight.work, inflight.shape, time.monotonic() - inflight.sent_at)
             if isinstance(message, ProbeDone):
                 self._resolve_probe(inflight, message)
             else:

@@ -3,7 +3,10 @@
 Runs in the front process as one asyncio task per model. Every ``probe_interval_s`` it
 sends the model's probe through the normal queue to a real worker, which runs the model's
 ``probe()`` example and checks its output. The probe is skipped when a real request
-succeeded within the interval (that already proved the model works). Two failures in a row
+succeeded within the interval (that already proved the model works), and when every
+replica is busy: a probe queued behind a long job would time out and blame a worker that
+is only working (a busy worker is watched by its request's deadline, and by its heartbeat
+when it reports progress); the next turn probes once a replica is free. Two failures in a row
 mark the model unready and recycle the worker that failed; while failing, it probes again
 after ``RETRY_INTERVAL_S``, doubling per failure up to the interval, so a healed model is
 ready again soon and a broken one is not recycled in a tight loop.
@@ -99,6 +102,8 @@ class Prober:
         """Probe now unless there is no point; returns the new result (None: not probed)."""
         if self.supervisor.ready_count == 0 or not self.has_probe():
             return None
+        if not any(replica.idle for replica in self.supervisor.replicas()):
+            return self._skip("every replica is busy")
         last_success = self.scheduler.last_success_at
         if not self.failures and last_success and time.monotonic() - last_success < self.interval_s:
             self.last = ProbeResult(True, time.time(), None, skipped="a real request succeeded")
@@ -107,6 +112,13 @@ class Prober:
         result, replica_pid = await self._run()
         self._record(result, replica_pid)
         return result
+
+    def _skip(self, why: str) -> ProbeResult:
+        """No inference now; the verdict (and the failures in a row) stay what they were."""
+        ok = self.last.ok if self.last is not None else True
+        error = self.last.error if self.last is not None else None
+        self.last = ProbeResult(ok, time.time(), None, error, skipped=why)
+        return self.last
 
     async def _run(self) -> tuple[ProbeResult, int | None]:
         loop = asyncio.get_running_loop()

@@ -3,8 +3,9 @@
 Runs in the front process, called by the supervisor (``supervision.supervisor``) with what
 it knows of one exit; no clock, no processes, so the policy is tested as plain logic.
 
-- A worker killed on purpose (deadline, heartbeat, probe, operator, cancel, oom) after it
-  was ready comes back at once: the kill says nothing about the model.
+- A worker killed on purpose (deadline, heartbeat, probe, operator, cancel, oom, bad_frame), or
+  gone with its template (template), after it was ready comes back at once: the kill says
+  nothing about the model.
 - A crash comes back after :func:`restart_delay` of the slot's crashes in a row (0 s, then
   doubling up to ``restart_backoff_max_s``).
 - A worker that never became ready (and was not killed for a reason that says nothing

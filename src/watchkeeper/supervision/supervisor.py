@@ -6,9 +6,13 @@ load failures in a row, and whether the model is FAILED or unready.
 
 The watch loop (``_watch``, every ``WATCH_INTERVAL_S``) is a list of named steps:
 ``kill_frozen()`` (an idle worker, or a busy one that has reported progress, silent for
-``heartbeat_timeout_s``),
+``heartbeat_timeout_s``), ``kill_frozen_template()`` (the template silent as long),
 ``kill_slow_loaders()`` (not ready within ``load_timeout_s``) and ``sample_rss()``.
 Exits are not polled: each replica reports its own at once (pidfd).
+
+Spawns: a slot has at most one start under way (``Slot.spawning``, set until its worker
+exists or the start gave up): a restart, a timer and an exit never start a second one for
+the same slot, which would leave a worker nobody tracks.
 
 Restarts: a worker killed on purpose (deadline, heartbeat, probe, operator, cancel) comes back at
 once; a crash comes back after ``restart_delay`` (0 s, then doubling to
@@ -50,7 +54,7 @@ from watchkeeper.supervision.restart_policy import (
     restart_delay,
 )
 from watchkeeper.supervision.template_handle import ForkError, TemplateHandle
-from watchkeeper.supervision.template_keeper import TemplateKeeper
+from watchkeeper.supervision.template_keeper import TemplateFactory, TemplateKeeper
 from watchkeeper.supervision.worker_handle import ReplicaState, WorkerHandle, describe_exit
 
 __all__ = ["ModelState", "Slot", "Supervisor", "WATCH_INTERVAL_S", "WorkerFactory"]
@@ -94,6 +98,7 @@ class Slot:
     last_load_error: str | None = None
     rss_bytes: int | None = None
     restart_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    spawning: bool = False  # a start is under way (waiting for the template, or starting)
 
 
 class Supervisor:
@@ -111,6 +116,7 @@ class Supervisor:
         on_failed: Callable[[str], None] = lambda reason: None,
         on_progress: Callable[[WorkerHandle, Progress], None] = lambda replica, message: None,
         worker_factory: WorkerFactory = WorkerHandle,
+        template_factory: TemplateFactory = TemplateHandle,
     ) -> None:
         self.model = model
         self.config = config
@@ -135,6 +141,7 @@ class Supervisor:
             load_timeout_s=config.load_timeout_s,
             on_load_failed=self._template_load_failed,
             forking=config.fork_from_template and not uses_gpu(config.device),
+            template_factory=template_factory,
         )
 
     # --- queries -------------------------------------------------------------------
@@ -164,11 +171,10 @@ class Supervisor:
 
     async def start(self) -> None:
         """Start loading (returns at once: readiness is reported as workers come up)."""
-        loop = asyncio.get_running_loop()
         self.keeper.start()
         for slot in self.slots:
-            loop.create_task(self._spawn(slot))
-        self._watch_task = loop.create_task(self._watch())
+            self._start_spawn(slot)
+        self._watch_task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
         """Ask every worker to stop, SIGKILL those still there after STOP_TIMEOUT_S."""
@@ -203,7 +209,7 @@ class Supervisor:
             if slot.replica is not None and slot.replica.alive:
                 slot.replica.kill(KillReason.OPERATOR)  # its exit starts the replacement
             else:
-                asyncio.get_running_loop().create_task(self._spawn(slot))
+                self._start_spawn(slot)  # unless one is under way (it waits for the new template)
 
     def recycle(self, replica: WorkerHandle, reason: KillReason) -> None:
         """Replace a worker that is alive but not trusted (e.g. its probe failed)."""
@@ -225,12 +231,27 @@ class Supervisor:
             device_memory_gb=cfg.device_memory_gb,
         )
 
+    def _start_spawn(self, slot: Slot) -> None:
+        """Start the slot's worker in a task, unless a start is already under way."""
+        if not slot.spawning:
+            slot.spawning = True
+            asyncio.get_running_loop().create_task(self._spawn(slot))
+
     async def _spawn(self, slot: Slot) -> None:
         """Start the slot's worker: forked from the template when there is one, else spawned."""
+        slot.spawning = True
+        try:
+            await self._spawn_now(slot)
+        finally:
+            slot.spawning = False
+
+    async def _spawn_now(self, slot: Slot) -> None:
         slot.restart_timer = None
         template = await self.keeper.template()
         if self.stopping or self.failed_reason is not None:
             return
+        if slot.replica is not None and slot.replica.alive:
+            return  # already replaced (a restart raced this start)
         replica = self._worker_factory(self._spec(slot.index), self._message, self._exited)
         slot.replica = replica
         slot.starts += 1
@@ -268,7 +289,7 @@ class Supervisor:
 
     def _schedule_start(self, slot: Slot, delay_s: float) -> None:
         loop = asyncio.get_running_loop()
-        slot.restart_timer = loop.call_later(delay_s, lambda: loop.create_task(self._spawn(slot)))
+        slot.restart_timer = loop.call_later(delay_s, self._start_spawn, slot)
 
     # --- what workers say -------------------------------------------------------------------
 
@@ -311,6 +332,7 @@ class Supervisor:
         slot = self.slots[replica.index]
         reason = replica.kill_reason
         desc = describe_exit(returncode) + (f", killed: {reason}" if reason else "")
+        desc += f" ({replica.kill_detail})" if replica.kill_detail else ""
         slot.last_exit, slot.last_exit_at = desc, time.time()
         level = logging.INFO if self.stopping else logging.WARNING if reason else logging.ERROR
         log_event(log, "worker.exit", level, model=self.model, replica=replica.index,
@@ -356,6 +378,7 @@ class Supervisor:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 self.kill_frozen()
+                self.kill_frozen_template()
                 self.kill_slow_loaders()
                 self.sample_rss()
             except Exception:  # the watch must outlive any one bad step
@@ -369,6 +392,10 @@ class Supervisor:
             watched = replica.idle or (replica.reporting and replica.state is ReplicaState.BUSY)
             if watched and now - replica.last_seen > self.config.heartbeat_timeout_s:
                 replica.kill(KillReason.HEARTBEAT)
+
+    def kill_frozen_template(self) -> None:
+        """The template sends a heartbeat every idle turn too: silence means it is frozen."""
+        self.keeper.kill_if_frozen(self.config.heartbeat_timeout_s)
 
     def kill_slow_loaders(self) -> None:
         now = time.monotonic()

@@ -7,7 +7,15 @@ load. Children are the template's, so it reports their exit codes (``ChildExited
 front still sees each exit at once through the child's pidfd.
 
 Messages travel on a SOCK_SEQPACKET socket (one message per packet, file descriptors
-attached), read by a reader callback registered with the event loop.
+attached), read by a reader callback registered with the event loop and decoded with the
+front's allow-list (``protocol.unpickling``; a frame it refuses gets the template killed).
+
+A template that stops answering is FROZEN and killed (its process group, see
+``supervision.process_group``; the keeper starts another): no answer to a fork within
+``FORK_TIMEOUT_S``, to a plan within ``PLAN_TIMEOUT_S``, or no message at all (it sends a
+``Heartbeat`` every idle ``heartbeat_interval_s``) for the model's ``heartbeat_timeout_s``
+(checked by ``silent_for``, from the supervisor's watch loop). A plan cut short by its
+request's own deadline says nothing about the template.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from watchkeeper.protocol.messages import (
     TemplateReady,
     WorkerSpec,
 )
+from watchkeeper.protocol.wire import BadFrame, decode_from_worker
+from watchkeeper.supervision.process_group import exited_unreaped, kill_group
 from watchkeeper.supervision.worker_env import worker_environment
 
 __all__ = ["TemplateState", "TemplateHandle", "ForkError", "FORK_TIMEOUT_S", "PLAN_TIMEOUT_S"]
@@ -52,11 +62,14 @@ FORK_TIMEOUT_S = 5.0
 PLAN_TIMEOUT_S = 2.0
 #: How long to wait for a dead child's exit code from its template.
 EXIT_CODE_TIMEOUT_S = 2.0
+#: How often the template's exit is looked for (it is not the front's own child's pidfd).
+EXIT_POLL_INTERVAL_S = 0.05
 
 
 class TemplateState(enum.Enum):
     STARTING = "starting"
     READY = "ready"  # loaded: plans, and forks unless fork_hazard says why not
+    FROZEN = "frozen"  # stopped answering: being killed and replaced
     FAILED = "failed"  # setup failed (LoadFailed)
     DEAD = "dead"
 
@@ -80,6 +93,9 @@ class TemplateHandle:
         self.returncode: int | None = None
         self.dead = False
         self.failed_stage: str | None = None  # import | setup, when loading failed
+        self.last_seen = time.monotonic()  # its last message (a Heartbeat at least, when idle)
+        self.kill_reason: str | None = None  # frozen | bad_frame | a keeper's reason
+        self.kill_detail: str | None = None
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._changed = asyncio.Event()
@@ -102,6 +118,7 @@ class TemplateHandle:
         finally:
             theirs.close()
         self.pid = self._proc.pid
+        self.last_seen = time.monotonic()
         ours.setblocking(False)
         self._sock = ours
         loop = asyncio.get_running_loop()
@@ -110,10 +127,11 @@ class TemplateHandle:
         log_event(log, "template.start", model=self.spec.model, pid=self.pid)
 
     async def _wait_exit(self) -> None:
-        assert self._proc is not None
-        while self._proc.poll() is None:
-            await asyncio.sleep(0.05)
-        self.returncode = self._proc.returncode
+        assert self._proc is not None and self.pid is not None
+        while not exited_unreaped(self.pid):
+            await asyncio.sleep(EXIT_POLL_INTERVAL_S)
+        kill_group(self.pid, alone_too=False)  # what its setup started; before the reap
+        self.returncode = self._proc.wait()
         self._gone(f"the template exited ({self.returncode})")
 
     def _gone(self, why: str) -> None:
@@ -121,7 +139,7 @@ class TemplateHandle:
         if self.dead:
             return
         self.dead = True
-        if self.state in (TemplateState.STARTING, TemplateState.READY):
+        if self.state in (TemplateState.STARTING, TemplateState.READY, TemplateState.FROZEN):
             self.state, self.error = TemplateState.DEAD, self.error or why
         if self._sock is not None:
             asyncio.get_running_loop().remove_reader(self._sock.fileno())
@@ -137,9 +155,26 @@ class TemplateHandle:
         """The process's return code once it has exited (None while it runs)."""
         return self._proc.poll() if self._proc is not None else None
 
-    def kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGKILL)
+    def kill(self, reason: str | None = None, detail: str | None = None) -> None:
+        """SIGKILL the template's process group; the first reason given is kept."""
+        if self.kill_reason is None:
+            self.kill_reason, self.kill_detail = reason, detail
+        if self._proc is not None and self.pid is not None and self._proc.returncode is None:
+            kill_group(self.pid)
+
+    def freeze(self, why: str) -> None:
+        """It stopped answering: FROZEN, then killed (the keeper starts another)."""
+        if self.dead or self.state is TemplateState.FROZEN:
+            return
+        self.state = TemplateState.FROZEN
+        log_event(log, "template.frozen", logging.ERROR, model=self.spec.model, pid=self.pid,
+                  reason=why)
+        self.kill("frozen", why)
+        self._changed.set()
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since its last message, while it is READY (0 in any other state)."""
+        return now - self.last_seen if self.state is TemplateState.READY else 0.0
 
     async def wait_settled(self, timeout_s: float) -> TemplateState:
         """Wait until the template is ready, unsafe, failed or dead (or the timeout)."""
@@ -171,7 +206,15 @@ class TemplateHandle:
         if not data:
             self._gone("the template closed its socket")
             return
-        self._handle(pickle.loads(data))
+        self.last_seen = time.monotonic()
+        try:
+            message = decode_from_worker(data)
+        except BadFrame as exc:
+            log_event(log, "template.bad_frame", logging.ERROR, model=self.spec.model,
+                      pid=self.pid, error=str(exc))
+            self.kill("bad_frame", str(exc))
+            return
+        self._handle(message)
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Forked | ForkFailed | Planned):
@@ -215,16 +258,23 @@ class TemplateHandle:
             forked: Forked = await self._ask(lambda token: ForkRequest(token, spec), fds,
                                              FORK_TIMEOUT_S)
         except TimeoutError:
-            self.kill()  # a template that cannot fork in time is stuck
+            self.freeze(f"no answer to a fork within {FORK_TIMEOUT_S} s")
             raise ForkError(f"the template did not fork within {FORK_TIMEOUT_S} s") from None
         return forked
 
-    async def plan(self, params: dict[str, Any]) -> Planned:
-        """The ladder for ``params`` (raises ForkError or TimeoutError when it cannot)."""
+    async def plan(self, params: dict[str, Any], timeout_s: float = PLAN_TIMEOUT_S) -> Planned:
+        """The ladder for ``params``, waited for at most ``timeout_s`` (what is left of the
+        request's deadline) and ``PLAN_TIMEOUT_S``; raises ForkError or TimeoutError. Only
+        a wait of the whole ``PLAN_TIMEOUT_S`` finds the template frozen."""
         if self.state is not TemplateState.READY:
             raise ForkError(f"the template is {self.state.value}")
-        planned: Planned = await self._ask(lambda token: PlanRequest(token, params), [],
-                                           PLAN_TIMEOUT_S)
+        wait_s = max(0.0, min(PLAN_TIMEOUT_S, timeout_s))
+        try:
+            planned: Planned = await self._ask(lambda token: PlanRequest(token, params), [], wait_s)
+        except TimeoutError:
+            if wait_s >= PLAN_TIMEOUT_S:
+                self.freeze(f"no answer to a plan within {PLAN_TIMEOUT_S} s")
+            raise
         return planned
 
     async def _ask(self, make: Any, fds: list[Any], timeout_s: float) -> Any:

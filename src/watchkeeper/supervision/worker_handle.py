@@ -8,10 +8,15 @@ already loaded) or started with ``subprocess.Popen`` (a fresh interpreter, nothi
 inherited but one end of a socket pair), in a session of its own so a terminal's Ctrl-C
 reaches only the front, which decides when workers stop. A worker asks the kernel to
 SIGKILL it when its parent (the front, or the template) dies, and the template does the
-same for the front, so no worker outlives its front.
+same for the front, so no worker outlives its front. A kill is of the worker's whole
+process group, and so is the clean-up after its exit (``supervision.process_group``):
+what the model started dies with the worker.
 
 Exit is noticed at once through a pidfd registered with the event loop; messages arrive
-through an asyncio stream reader task. Both hand over to the owner's callbacks.
+through an asyncio stream reader task. Both hand over to the owner's callbacks. A frame
+the front cannot or will not decode (``protocol.wire.BadFrame``) ends the reading: it is
+logged (``worker.bad_frame``) and the worker killed (reason ``bad_frame``), so its requests
+get an error at once instead of waiting for their deadline.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ from typing import Any
 
 from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import ExitCode, ModelSchema, WorkerSpec
-from watchkeeper.protocol.wire import ChannelClosed, encode_parts, read_message
+from watchkeeper.protocol.wire import BadFrame, ChannelClosed, encode_parts, read_message
 from watchkeeper.supervision.kill_reasons import KillReason
+from watchkeeper.supervision.process_group import kill_group
 from watchkeeper.supervision.template_handle import TemplateHandle
 from watchkeeper.supervision.worker_env import worker_environment
 
@@ -97,6 +103,7 @@ class WorkerHandle:
         self.device: str | None = None  # where the model runs, as the worker reported it
         self.timings_ms: dict[str, float] = {}
         self.kill_reason: KillReason | None = None
+        self.kill_detail: str | None = None  # what was wrong, for a bad frame
         self.reporting = False  # the batch it runs has reported progress (a heartbeat)
         self.returncode: int | None = None
         self._on_message = on_message
@@ -177,12 +184,17 @@ class WorkerHandle:
         if self._exit_seen:
             return
         self._exit_seen = True
+        assert self.pid is not None
         if self.forked_from is not None:
-            assert self.pid is not None
+            kill_group(self.pid, alone_too=False)  # its template reaps it, killing the group too
             self.returncode = await self.forked_from.exit_code(self.pid)
+            if self.kill_reason is None and self.forked_from.dead:
+                self.kill_reason = KillReason.TEMPLATE  # PDEATHSIG: it went with its template
         else:
             assert self._proc is not None
-            # The pidfd is readable only once the process is a zombie: wait() returns at once.
+            # The pidfd is readable only once the process is a zombie: its group is still
+            # its own to kill, and wait() returns at once.
+            kill_group(self.pid, alone_too=False)
             self.returncode = self._proc.wait(timeout=5)
         self.state = ReplicaState.DEAD
         if self._writer is not None:
@@ -195,12 +207,21 @@ class WorkerHandle:
                 message = await read_message(reader)
             except ChannelClosed:
                 return
+            except BadFrame as exc:
+                self._bad_frame(str(exc))
+                return
             self.last_seen = time.monotonic()
             try:
                 self._on_message(self, message)
             except Exception:  # a bug in a handler must not leave this worker unheard
                 log.exception("handling a worker message failed",
                               extra={"model": self.spec.model, "pid": self.pid})
+
+    def _bad_frame(self, error: str) -> None:
+        log_event(log, "worker.bad_frame", logging.ERROR, model=self.spec.model,
+                  replica=self.index, pid=self.pid, error=error)
+        self.kill_detail = self.kill_detail or error
+        self.kill(KillReason.BAD_FRAME)
 
     # --- talking and ending ------------------------------------------------------------
 
@@ -217,10 +238,7 @@ class WorkerHandle:
         log_event(log, "worker.killed", logging.WARNING, model=self.spec.model,
                   replica=self.index, pid=self.pid, reason=reason, state=self.state.value)
         self.state = ReplicaState.STOPPING
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(self.pid)
 
     async def wait_dead(self, timeout_s: float) -> bool:
         """Wait until the exit has been handled; False if it did not happen in time."""

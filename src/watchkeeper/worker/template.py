@@ -19,13 +19,18 @@ Started with ``--plan-only`` (GPU models, or forking turned off) it imports the 
 class but never calls ``setup``: it only plans.
 
 Threads: one. State: the model, the control socket, the children. The template reaps
-its children (SIGCHLD wakes the loop through a self-pipe) and reports their exit codes.
-It dies with the front (PR_SET_PDEATHSIG) and its children die with it.
+its children (SIGCHLD wakes the loop through a self-pipe) and reports their exit codes;
+each forked child starts a session (a process group) of its own, and the template
+SIGKILLs that group before reaping the child, so nothing the model started outlives its
+worker (``supervision.process_group``). It dies with the front (PR_SET_PDEATHSIG) and its
+children die with it. Idle, it sends a ``Heartbeat`` every ``heartbeat_interval_s``: a
+template that stops answering (frozen, stopped) is seen by the front and replaced.
 """
 
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import pickle
 import select
@@ -47,6 +52,7 @@ from watchkeeper.protocol.messages import (
     Forked,
     ForkFailed,
     ForkRequest,
+    Heartbeat,
     Planned,
     PlanRequest,
     TemplateReady,
@@ -90,8 +96,10 @@ def fork_hazard(device: str) -> str | None:
 class Template:
     """The fork loop of a loaded model."""
 
-    def __init__(self, control: socket.socket, model: Model, device: str, can_fork: bool) -> None:
+    def __init__(self, control: socket.socket, model: Model, device: str, can_fork: bool,
+                 heartbeat_interval_s: float = 1.0) -> None:
         self.control = control
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.model = model
         self.device = device
         self.can_fork = can_fork
@@ -104,11 +112,15 @@ class Template:
         self.control.send(pickle.dumps(message, protocol=5))
 
     def serve(self) -> int:
-        """Fork on request and reap children until the front closes the socket."""
+        """Fork on request and reap children until the front closes the socket; a
+        heartbeat on every idle turn."""
         signal.set_wakeup_fd(self._wake_w)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         while True:
-            readable, _, _ = select.select([self.control.fileno(), self._wake_r], [], [])
+            readable, _, _ = select.select([self.control.fileno(), self._wake_r], [], [],
+                                           self.heartbeat_interval_s)
+            if not readable:
+                self.send(Heartbeat())
             if self._wake_r in readable:
                 self._drain_wakeups()
                 self.reap()
@@ -130,13 +142,17 @@ class Template:
             pass
 
     def reap(self) -> None:
+        """Reap each exited child, its process group SIGKILLed first (while the zombie
+        holds the group's id), and report its exit code."""
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return
-            if pid == 0:
+            if info is None:
                 return
+            _kill_group(info.si_pid)
+            pid, status = os.waitpid(info.si_pid, 0)
             self.children.discard(pid)
             self.send(ChildExited(pid, os.waitstatus_to_exitcode(status)))
 
@@ -147,7 +163,7 @@ class Template:
             params: Any = cls.Params.model_validate(request.params)
             rungs: list[tuple[dict[str, Any], int | None]] = []
             while params is not None and len(rungs) < MAX_RUNGS:
-                rungs.append((params.model_dump(mode="json"), self.model.estimate_memory(params)))
+                rungs.append((params.model_dump(mode="json"), _bytes(self.model.estimate_memory(params))))
                 params = self.model.degrade(params)
         except ValidationError as exc:
             return Planned(request.token, error=error_info(describe_validation("params", exc, cls.Params)))
@@ -175,8 +191,10 @@ class Template:
         self.send(Forked(request.token, pid, round((time.perf_counter() - start) * 1000, 2)))
 
     def _become_worker(self, request: ForkRequest, fd: int) -> int:
-        """In the child: drop the template's parts, then live as an ordinary worker."""
+        """In the child: a process group of its own, drop the template's parts, then live
+        as an ordinary worker."""
         try:
+            os.setsid()  # what the model starts is killed with this worker, not the template
             template_pid = os.getppid()
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -192,6 +210,23 @@ class Template:
         except BaseException:  # nothing may return into the template's loop
             log.exception("forked worker failed")
             return 1  # as an uncaught exception ends a spawned worker
+
+
+def _bytes(estimate: Any) -> int | None:
+    """``estimate_memory``'s answer as a plain int (a numpy integer would not cross)."""
+    if estimate is None:
+        return None
+    try:
+        return operator.index(estimate)
+    except TypeError:
+        raise TypeError(f"estimate_memory returned {type(estimate).__name__}, not an int or None") from None
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # it never became a group leader, or its group is gone
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -218,7 +253,8 @@ def _run(control: socket.socket, spec: WorkerSpec, plan_only: bool) -> int:
     template_send(TemplateReady(os.getpid(), device, timings, native_threads(), hazard, plans))
     log_event(log, "template.ready", device=device, startup_ms=timings, fork_hazard=hazard,
               plans=plans, threads=native_threads())
-    return Template(control, model, device, can_fork=hazard is None).serve()
+    return Template(control, model, device, can_fork=hazard is None,
+                    heartbeat_interval_s=spec.heartbeat_interval_s).serve()
 
 
 if __name__ == "__main__":

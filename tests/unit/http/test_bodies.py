@@ -1,11 +1,16 @@
-"""Reading a JSON predict body and the X-Request-Timeout header (``watchkeeper.http.bodies``)."""
+"""Reading a JSON predict body and the X-Request-Timeout header (``watchkeeper.http.bodies``),
+and a large body's bounds: its values counted first, its inputs carried to the worker as JSON."""
 
 from __future__ import annotations
 
+import gc
+import pickle
+
+import orjson
 import pytest
 
-from watchkeeper.errors import BadInput, InvalidInput
-from watchkeeper.http.bodies import PredictBody, parse_json, parse_timeout
+from watchkeeper.errors import BadInput, InvalidInput, PayloadTooLarge
+from watchkeeper.http.bodies import JsonInputs, PredictBody, count_json_values, parse_json, parse_timeout
 
 # --- parse_json ------------------------------------------------------------------------
 
@@ -140,3 +145,50 @@ def test_long_garbage_is_cut_in_the_message() -> None:
         parse_timeout("x" * 500, 30.0)
     assert "x" * 50 in info.value.message
     assert "x" * 51 not in info.value.message
+
+
+# --- large bodies: values counted, inputs carried as JSON ---------------------------------
+
+
+def test_values_are_counted_outside_strings() -> None:
+    assert count_json_values(b'{"t": "a,b,[c],{d}", "n": [1, 2, {"k": [3]}]}', 8) == 8
+    with pytest.raises(PayloadTooLarge) as info:
+        count_json_values(orjson.dumps([[1]] * 20), 30)
+    assert "more than 30 JSON values (server.max_json_values)" in info.value.message
+
+
+def test_commas_in_a_long_text_do_not_count_as_values() -> None:
+    text = orjson.dumps({"inputs": {"text": 'a, b, [c], {d} \\" ' * 10_000}})
+    assert count_json_values(text, 10) == 3
+
+
+def test_a_large_body_is_refused_past_the_values_limit_before_it_is_parsed() -> None:
+    with pytest.raises(PayloadTooLarge):
+        parse_json(orjson.dumps({"inputs": {"bulk": [[1]] * 1000}}), max_values=500)
+
+
+def test_large_body_inputs_travel_as_their_json_and_come_back_equal() -> None:
+    inputs = {"text": "é" * 1000, "numbers": list(range(1000)), "deep": [[1.5, None, True]] * 10}
+    body = parse_json(orjson.dumps({"inputs": inputs, "params": {"k": 1}}), max_values=100_000)
+    assert isinstance(body.inputs, JsonInputs) and body.inputs == inputs
+    assert orjson.dumps(body.inputs) == orjson.dumps(inputs)  # the job store, the fingerprint
+    pickled = pickle.dumps({"items": (body.inputs,)}, protocol=5)
+    assert pickled.count(b"orjson") == 1  # one bytes object, not a value at a time
+    again = pickle.loads(pickled)["items"][0]
+    assert type(again) is dict and again == inputs
+    assert body.params == {"k": 1} and type(body.params) is dict
+
+
+def test_the_garbage_collector_is_back_on_after_a_large_parse() -> None:
+    assert gc.isenabled()
+    parse_json(orjson.dumps({"inputs": {"a": [[1]] * 100}}), max_values=1000)
+    assert gc.isenabled()
+    with pytest.raises(BadInput):
+        parse_json(b'{"inputs": [', max_values=1000)
+    assert gc.isenabled()
+
+
+def test_a_large_body_still_gets_the_depth_check() -> None:
+    deep = b'{"inputs": {"a": ' + b"[" * 100 + b"]" * 100 + b"}}"
+    with pytest.raises(BadInput, match="nested deeper than"):
+        parse_json(deep, max_values=1000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ def leftovers(root: Path) -> list[str]:
 
 def test_blobs_become_files_and_other_outputs_stay_json(tmp_path: Path) -> None:
     files = ResultFiles(tmp_path / "results")
+    files.open()
     video = os.urandom(3000)
     meta = files.write("job-1", {
         "video": Blob(video, "video/mp4"),
@@ -47,7 +49,8 @@ def test_blobs_become_files_and_other_outputs_stay_json(tmp_path: Path) -> None:
     assert type(meta.outputs["frames"]) is int and type(meta.outputs["nested"]["ok"]) is bool
     assert files.path("job-1", "video.mp4").read_bytes() == video
     assert files.path("job-1", "raw.bin").read_bytes() == b"\x00\x01\x02"
-    assert leftovers(tmp_path / "results") == ["job-1/raw.bin", "job-1/thumb.png", "job-1/video.mp4"]
+    assert leftovers(tmp_path / "results") == [
+        "job-1/.result.json", "job-1/raw.bin", "job-1/thumb.png", "job-1/video.mp4"]
 
 
 def test_meta_round_trips_through_json(tmp_path: Path) -> None:
@@ -78,7 +81,8 @@ def test_a_job_run_again_overwrites_its_result(tmp_path: Path) -> None:
     meta = files.write("j", {"video": Blob(b"second", "video/mp4")})
     assert meta.files == (ResultFile("video", "video.mp4", "video/mp4", 6),)
     assert files.path("j", "video.mp4").read_bytes() == b"second"
-    assert leftovers(tmp_path) == ["j/video.mp4"]  # one result, never two
+    assert leftovers(tmp_path) == ["j/.result.json", "j/video.mp4"]  # one result, never two
+    assert files.complete("j") == (meta.to_dict(), None)
     files.write("j", {"text": "no files this time"})
     assert leftovers(tmp_path) == []
 
@@ -139,15 +143,75 @@ def test_sweep_partial_removes_only_temporary_files(tmp_path: Path) -> None:
     (tmp_path / "j" / ".video.mp4.tmp-123-abcdef").write_bytes(b"half")
     (tmp_path / "k").mkdir()
     (tmp_path / "k" / ".image.png.tmp-9-00").write_bytes(b"")
-    assert files.sweep_partial() == 2
-    assert leftovers(tmp_path) == ["j/video.mp4"]
+    (tmp_path / ".probe.tmp-77").write_bytes(b"w")  # a check's file, left by a crash
+    assert files.sweep_partial() == 3
+    assert leftovers(tmp_path) == ["j/.result.json", "j/video.mp4"]
     assert files.sweep_partial() == 0
 
 
-def test_free_mb_creates_root(tmp_path: Path) -> None:
+def test_the_root_is_created_once_and_never_again(tmp_path: Path) -> None:
+    """A deleted data dir is not silently re-created: writes, free_mb and probe fail."""
     files = ResultFiles(tmp_path / "a" / "results")
-    free = files.free_mb()
-    assert free > 0 and (tmp_path / "a" / "results").is_dir()
+    files.open()
+    assert files.free_mb() > 0 and (tmp_path / "a" / "results").is_dir()
+    files.probe()
+    shutil.rmtree(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="results directory is gone"):
+        files.write("j", {"video": Blob(b"v", "video/mp4")})
+    with pytest.raises(FileNotFoundError):
+        files.free_mb()
+    with pytest.raises(FileNotFoundError):
+        files.probe()
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a" / "results").mkdir(parents=True)  # another directory at the same path
+    with pytest.raises(FileNotFoundError, match="replaced"):
+        files.probe()
+
+
+def test_a_result_is_complete_only_with_its_manifest_and_every_file(tmp_path: Path) -> None:
+    files = ResultFiles(tmp_path)
+    meta = files.write("j", {"video": Blob(b"v" * 10, "video/mp4"), "n": 3},
+                       degraded={"from": {"a": 2}, "to": {"a": 1}, "reason": "oom"})
+    assert files.complete("j") == (meta.to_dict(), {"from": {"a": 2}, "to": {"a": 1}, "reason": "oom"})
+    (tmp_path / "j" / "video.mp4").write_bytes(b"v" * 9)  # a file that is not what was written
+    assert files.complete("j") is None
+    files.write("j", {"video": Blob(b"v" * 10, "video/mp4")})
+    (tmp_path / "j" / ".result.json").unlink()  # files renamed, manifest not yet written
+    assert files.complete("j") is None
+    (tmp_path / "j" / ".result.json").write_bytes(b"{not json")
+    assert files.complete("j") is None
+    assert files.complete("none") is None and files.complete("../x") is None
+    assert sorted(files.job_ids()) == ["j"]
+
+
+def test_a_new_write_removes_the_old_manifest_first(tmp_path: Path) -> None:
+    """A run that fails half way through its files never leaves an earlier run's manifest
+    describing them: the manifest goes first, and comes back last."""
+    files = ResultFiles(tmp_path)
+    files.write("j", {"video": Blob(b"old", "video/mp4")})
+    with pytest.raises(ValueError):
+        files.write("j", {"video": Blob(b"new", "video/mp4"), "bad": object()})
+    assert files.complete("j") is not None  # refused before anything was written
+    done = run_python(REWRITE_TOO_BIG, str(tmp_path))  # a real EFBIG half way
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "EFBIG"
+    assert files.complete("j") is None and leftovers(tmp_path) == ["j/video.mp4"]
+    assert files.path("j", "video.mp4").read_bytes() == b"old"
+
+
+REWRITE_TOO_BIG = """
+    import errno, resource, signal, sys
+    from pathlib import Path
+    from watchkeeper.contract import Blob
+    from watchkeeper.jobs.results import ResultFiles
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    try:
+        ResultFiles(Path(sys.argv[1])).write("j", {"video": Blob(b"v" * (5 << 20), "video/mp4")})
+    except OSError as exc:
+        print(errno.errorcode.get(exc.errno))
+"""
 
 
 def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -178,7 +242,7 @@ def test_a_real_half_write_fails_with_efbig_and_leaves_nothing(tmp_path: Path) -
     done = run_python(HALF_WRITE, str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"error": "OSError", "errno": "EFBIG"}
-    assert leftovers(tmp_path) == ["old/video.mp4"]  # no final file, no temporary file
+    assert leftovers(tmp_path) == ["old/.result.json", "old/video.mp4"]  # no temporary file
 
 
 SLOW_WRITE = """

@@ -608,3 +608,20 @@ def test_progress_is_written_without_fsync_and_full_sync_comes_back(tmp_path: Pa
     assert store.get("p").progress == 0.5  # type: ignore[union-attr]
     reopened = SqliteJobStore(tmp_path / "jobs.sqlite3")
     assert [e.type for e in reopened.events("p")] == ["state", "state", "progress"]
+
+
+# --- attempts, keys --------------------------------------------------------------------------
+
+
+def test_finish_can_refund_the_attempt_of_a_run_never_sent(store: SqliteJobStore) -> None:
+    running(store)
+    job = store.finish("j1", JobState.FAILED, refund_attempt=True,
+                       error={"type": "input_quarantined", "message": "m", "suggestion": ""})
+    assert job.state is JobState.FAILED and job.attempts == 0
+
+
+def test_find_by_key_is_per_model(store: SqliteJobStore) -> None:
+    create(store, "a", idempotency_key="k")
+    found = store.find_by_key("echo", "k")
+    assert found is not None and found.id == "a"
+    assert store.find_by_key("other", "k") is None and store.find_by_key("echo", "nope") is None

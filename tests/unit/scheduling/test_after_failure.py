@@ -60,6 +60,18 @@ def test_a_batch_or_a_probe_does_not_count(make: MakePending) -> None:
     assert not counts_against_input([make(Kind.PROBE)], None)
 
 
+def test_a_kill_at_a_clients_shorter_deadline_does_not_count(make: MakePending) -> None:
+    """X-Request-Timeout ends the run, but the input did not hang past the model's own."""
+    short = make(model_deadline=False)
+    assert not counts_against_input([short], KillReason.DEADLINE)
+    assert counts_against_input([short], None)  # a crash is the input's doing at any deadline
+
+
+def test_a_bad_frame_does_not_count(make: MakePending) -> None:
+    assert not counts_against_input([make()], KillReason.BAD_FRAME)
+    assert not counts_against_input([make()], KillReason.TEMPLATE)
+
+
 # --- retried or failed ------------------------------------------------------------------
 
 
@@ -88,6 +100,19 @@ def test_a_deadline_kill_or_a_passed_deadline_is_a_504(make: MakePending) -> Non
     late = verdict(make(deadline=NOW - 0.5))
     assert isinstance(late, errors.DeadlineExceeded)
     assert "within 0.5 s" in late.message
+
+
+def test_a_bad_frame_fails_the_request_at_once_as_a_model_error(make: MakePending) -> None:
+    """Retrying would only get the same unreadable answer: the model's bug, said clearly."""
+    error = verdict(make(), KillReason.BAD_FRAME)
+    assert isinstance(error, errors.ModelError)
+    assert "could not be read" in error.message and "signal SIGKILL" in error.message
+    assert "numpy arrays" in error.suggestion
+    assert isinstance(verdict(make(max_runs=3, runs=1), KillReason.BAD_FRAME), errors.ModelError)
+
+
+def test_a_worker_gone_with_its_template_is_retried(make: MakePending) -> None:
+    assert verdict(make(), KillReason.TEMPLATE) is None
 
 
 def test_a_probe_is_not_retried(make: MakePending) -> None:

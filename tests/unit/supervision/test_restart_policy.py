@@ -129,3 +129,13 @@ def test_a_failed_model_or_a_shutdown_restarts_nothing() -> None:
 
 def test_kill_reasons_read_as_their_values_in_logs() -> None:
     assert f"killed: {KillReason.HEARTBEAT}" == "killed: heartbeat"
+
+
+
+def test_an_unreadable_ready_is_a_load_failure() -> None:
+    decision = decide(KillReason.BAD_FRAME, was_ready=False)
+    assert (decision.label, decision.load_failures) == ("bad_frame", 1)
+
+
+def test_a_worker_that_went_with_its_template_is_restarted_at_once() -> None:
+    assert decide(KillReason.TEMPLATE, was_ready=True) == RestartDecision("template", 0.0, 0, 0)
