@@ -18,6 +18,7 @@ ratios, over the rounds without steal time (``loadgen.STEAL_CLEAN``) when there 
 
 Run: .venv/bin/python bench/ab.py A_SRC B_SRC [--model chaos|embed] [--sleep-ms 13] [--requests 800]
      .venv/bin/python bench/ab.py A_SRC B_SRC --model embed --concurrency 32 [--rounds 9]  (make bench-deps)
+     .venv/bin/python bench/ab.py src src --b-key [...]   (the same tree, B with an API key on every request)
 """
 
 from __future__ import annotations
@@ -46,6 +47,13 @@ def body_of(model: str, sleep_ms: float) -> dict[str, object]:
     return BODIES["embed"] if model == "embed" else chaos_body(sleep_ms)
 
 
+def new_key(path: Path) -> str:
+    """A key file at ``path`` with one key of every scope; the key."""
+    from watchkeeper.front.api_keys import KeyFile, Scope
+
+    return KeyFile(path).add("bench", frozenset(Scope))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a_src", help="source tree of version A (the directory holding watchkeeper/)")
@@ -55,17 +63,26 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=800, help="per version (default 800)")
     parser.add_argument("--concurrency", type=int, default=1, help="over 1: compare req/s with wrk")
     parser.add_argument("--rounds", type=int, default=9, help="with --concurrency (default 9)")
+    parser.add_argument("--b-key", action="store_true",
+                        help="B runs with an API key file and every request to B carries a key")
     args = parser.parse_args()
     keys = WK_EMBED if args.model == "embed" else WK_CHAOS
     trees = [str(Path(src).resolve()) for src in (args.a_src, args.b_src)]
-    servers = [BenchServer({args.model: keys}, env={"PYTHONPATH": tree}) for tree in trees]
+    args.headers, settings = [{}, {}], [{}, {}]
+    if args.b_key:
+        key_file = Path(tempfile.mkdtemp()) / "keys.json"
+        args.headers[1] = {"Authorization": f"Bearer {new_key(key_file)}"}
+        settings[1] = {"api_keys_file": str(key_file)}
+    servers = [BenchServer({args.model: keys}, env={"PYTHONPATH": tree}, server=extra)
+               for tree, extra in zip(trees, settings, strict=True)]
     try:
         for server in servers:
             server.wait_ready(READY_TIMEOUT_S)
         if args.concurrency > 1:
             return compare_throughput(args, servers)
         body = request_body(args.model, args.sleep_ms)
-        clients = [KeepAlivePost(f"{s.url}/v1/models/{args.model}/predict", body) for s in servers]
+        clients = [KeepAlivePost(f"{s.url}/v1/models/{args.model}/predict", body, headers)
+                   for s, headers in zip(servers, args.headers, strict=True)]
         for client in clients:
             client.warm_up(WARMUP)
         samples = alternate({"A": clients[0].timed, "B": clients[1].timed}, args.requests)
@@ -90,12 +107,13 @@ def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> 
     urls = [f"{s.url}/v1/models/{args.model}/predict" for s in servers]
     pids = [s.proc.pid for s in servers]
     with tempfile.TemporaryDirectory() as directory:
-        script = wrk_script(body_of(args.model, args.sleep_ms), Path(directory))
+        scripts = [wrk_script(body_of(args.model, args.sleep_ms), Path(directory), headers, f"{i}.lua")
+                   for i, headers in enumerate(args.headers)]
 
         def rate(i: int) -> float:
-            return wrk_rate(urls[i], script, args.concurrency, ROUND_S)
+            return wrk_rate(urls[i], scripts[i], args.concurrency, ROUND_S)
 
-        for url in urls:
+        for url, script in zip(urls, scripts, strict=True):
             wrk(url, script, args.concurrency, WARMUP_S)
         for pid in pids:
             pause(pid)

@@ -42,12 +42,14 @@ def _toml(value: Any) -> str:
 class BenchServer:
     """``watchkeeper serve`` in a subprocess with a generated config, on a free port."""
 
-    def __init__(self, models: dict[str, dict[str, Any]], env: dict[str, str] | None = None) -> None:
+    def __init__(self, models: dict[str, dict[str, Any]], env: dict[str, str] | None = None,
+                 server: dict[str, Any] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="wk-bench-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         lines = ["[server]", f"port = {self.port}", f'data_dir = "{self.dir / "data"}"',
                  f'cache_dir = "{self.dir / "cache"}"', 'log_level = "warning"']
+        lines += [f"{k} = {_toml(v)}" for k, v in (server or {}).items()]
         for name, keys in models.items():
             lines += [f"[models.{name}]"] + [f"{k} = {_toml(v)}" for k, v in keys.items()]
         config = self.dir / "watchkeeper.toml"
@@ -124,10 +126,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def http_request(method: str, path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+def http_request(method: str, path: str, body: bytes, host: str = "127.0.0.1",
+                 headers: dict[str, str] | None = None) -> bytes:
     """The bytes of one HTTP/1.1 request with a JSON body (raw-socket clients build it once)."""
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     return (f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            f"{extra}Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
 def content_length(head: bytes) -> int:
@@ -144,11 +148,11 @@ class KeepAlivePost:
     the client adds little to what it measures (and what it adds counts against the server).
     """
 
-    def __init__(self, url: str, body: bytes) -> None:
+    def __init__(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         parts = urlsplit(url)
         self.sock = socket.create_connection((parts.hostname, parts.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.request = http_request("POST", parts.path, body, parts.netloc)
+        self.request = http_request("POST", parts.path, body, parts.netloc, headers)
 
     def post_ms(self) -> float:
         """Send the request; milliseconds until the whole answer is in. Raises on a non-200."""

@@ -59,13 +59,15 @@ class Run:
         return self.non_2xx + self.socket_errors
 
 
-def wrk_script(body: dict[str, Any], directory: Path) -> Path:
-    """A wrk Lua script that POSTs ``body`` as JSON."""
+def wrk_script(body: dict[str, Any], directory: Path, headers: dict[str, str] | None = None,
+               name: str = "post.lua") -> Path:
+    """A wrk Lua script that POSTs ``body`` as JSON (with ``headers``, e.g. an API key)."""
     text = json.dumps(body)
     assert "]==]" not in text
-    path = directory / "post.lua"
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    path = directory / name
     path.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-                    f"wrk.body = [==[{text}]==]\n")
+                    f"{extra}wrk.body = [==[{text}]==]\n")
     return path
 
 

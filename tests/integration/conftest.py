@@ -68,9 +68,10 @@ class Server:
     log_path: Path
     client: httpx.Client = field(init=False)
     seen_workers: set[int] = field(default_factory=set)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. an API key for every call
 
     def __post_init__(self) -> None:
-        self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.client = httpx.Client(base_url=self.url, timeout=30, headers=self.headers)
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return self.client.get(path, **kw)
@@ -192,7 +193,7 @@ class Servers:
 
     def start(self, models: dict[str, dict[str, Any]], *, server: dict[str, Any] | None = None,
               env: dict[str, str] | None = None, wait: bool = True,
-              jobs: dict[str, Any] | None = None) -> Server:
+              jobs: dict[str, Any] | None = None, headers: dict[str, str] | None = None) -> Server:
         n = len(self.started)
         port = free_port()
         config = self.root / f"watchkeeper-{n}.toml"
@@ -206,7 +207,7 @@ class Servers:
             [sys.executable, "-m", "watchkeeper.cli", "serve", "--config", str(config)],
             stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env,
         )
-        srv = Server(proc, f"http://127.0.0.1:{port}", log_path)
+        srv = Server(proc, f"http://127.0.0.1:{port}", log_path, headers=headers or {})
         self.started.append(srv)
         srv.wait_ready(path="/readyz" if wait else "/livez")
         return srv

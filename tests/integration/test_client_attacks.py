@@ -244,7 +244,7 @@ def cap_srv(module_servers: Any, tmp_path_factory: pytest.TempPathFactory) -> Se
 
 def test_a_partial_request_head_is_cut_off_after_the_header_timeout(slow_srv: Server) -> None:
     with connect(slow_srv.url) as sock:
-        sock.sendall(b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+        sock.sendall(b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
         started = time.monotonic()
         closed, received = closed_within(sock, 15)
     assert closed, "the connection with a partial head was still open after 15 s"
@@ -264,7 +264,7 @@ def test_a_silent_connection_is_closed_after_the_header_timeout(slow_srv: Server
 def test_a_body_trickled_at_one_byte_per_second_is_cut_off_after_the_body_timeout(
         slow_srv: Server) -> None:
     body = orjson.dumps({"inputs": {"action": "ok", "tag": "trickle"}})
-    head = (b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nX-Request-ID: trickle-1\r\n\r\n" % len(body))
     with connect(slow_srv.url) as sock:
         sock.sendall(head)
@@ -294,7 +294,7 @@ def test_a_body_trickled_at_one_byte_per_second_is_cut_off_after_the_body_timeou
 
 
 def test_a_huge_request_head_is_refused_with_431(slow_srv: Server) -> None:
-    head = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * (200 * 1024) + b"\r\n\r\n"
+    head = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: " + b"a" * (200 * 1024) + b"\r\n\r\n"
     response = exchange(slow_srv.url, head, timeout_s=15)
     assert response.status == 431, response
     assert b"server.max_head_kib" in response.body
@@ -322,8 +322,8 @@ def test_past_the_cap_with_every_connection_busy_requests_get_503_and_probes_are
         cap_srv: Server) -> None:
     cap = int(CAP["max_connections"])
     body = orjson.dumps({"inputs": {"action": "sleep", "seconds": 4}})
-    request = (b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    request = (b"POST /v1/models/chaos/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     busy = [connect(cap_srv.url) for _ in range(cap)]
     try:
         for sock in busy:
@@ -334,7 +334,7 @@ def test_past_the_cap_with_every_connection_busy_requests_get_503_and_probes_are
         assert int(refused.headers["retry-after"]) >= 1
         assert orjson.loads(refused.body)["error"]["type"] == "unavailable"
         assert b"server.max_connections" in refused.body
-        probe = exchange(cap_srv.url, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", timeout_s=15)
+        probe = exchange(cap_srv.url, b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", timeout_s=15)
         assert probe.status == 200, probe
     finally:
         for sock in busy:
@@ -392,7 +392,7 @@ def test_many_watchers_of_one_job_each_get_every_event(serve: ServerFactory) -> 
 
 def open_stream(url: str, job_id: str) -> tuple[socket.socket, RawResponse]:
     sock = connect(url)
-    sock.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    sock.sendall(f"GET /v1/jobs/{job_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return sock, read_response(sock, 15, head_only=True)
 
 
@@ -489,7 +489,7 @@ def test_a_job_get_stays_fast_while_300_watchers_follow_a_progressing_job(watche
     try:
         for _ in range(300):
             sock = connect(srv.url)
-            sock.sendall(f"GET /v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            sock.sendall(f"GET /v1/jobs/{job['id']}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
             socks.append(sock)
         drain = Drain(socks)
         time.sleep(2)

@@ -161,7 +161,9 @@ def test_a_full_data_dir_fails_health_and_refuses_submits_until_space_is_freed(
                 jobs={"min_free_disk_mb": 0})
     assert srv.wait_job(srv.submit_job("chaos", {"action": "ok"})["id"])["state"] == "succeeded"
     fill(tiny_disk / "filler")
-    wait_for(lambda: srv.get("/health").status_code == 503, 15)
+    # The disk reading and the store's own check each run every 2 s: wait for the store's.
+    wait_for(lambda: store_view(srv).get("writable") is False, 15)
+    assert srv.get("/health").status_code == 503
     store = store_view(srv)
     assert store["writable"] is False and "space" in store["reason"]
     refused = srv.client.post("/v1/models/chaos/jobs", json={"inputs": {"action": "ok"}})

@@ -72,7 +72,8 @@ def parse_scopes(text: str) -> frozenset[Scope]:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """A key's quotas; None: the server's defaults (``[server]`` quota keys)."""
+    """A key's limits; None: the server's default. Only ``requests_per_s`` is enforced so far
+    (``server.default_requests_per_s``); the job quotas are kept for the per-owner job limits."""
 
     max_queued_jobs: int | None = None
     max_result_mb: float | None = None

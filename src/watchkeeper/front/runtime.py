@@ -30,6 +30,7 @@ from typing import Any
 from watchkeeper.config import Config
 from watchkeeper.errors import NotFound
 from watchkeeper.front import health
+from watchkeeper.front.access import open_access
 from watchkeeper.front.resources import ResourceMonitor, free_device_bytes, resource_status
 from watchkeeper.front.service import ModelService
 from watchkeeper.jobs.runner import JobRunner
@@ -46,6 +47,7 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.keys = open_access(config.server)  # first: a refusal starts nothing
         level = config.server.log_level
         self.ledgers = Ledgers(config.server.memory_budget_fraction, free_device_bytes)
         self.services = {

@@ -22,7 +22,9 @@ from starlette.types import ASGIApp
 
 from watchkeeper import errors
 from watchkeeper.front.runtime import Runtime
+from watchkeeper.http import openapi_docs as docs
 from watchkeeper.http.errors import error_response
+from watchkeeper.http.guard import Guard, GuardPolicy
 from watchkeeper.http.health import add_health_routes
 from watchkeeper.http.jobs import add_job_routes
 from watchkeeper.http.predict import PredictFastPath, handle_predict
@@ -37,8 +39,9 @@ log = logging.getLogger("watchkeeper.http")
 def create_app(runtime: Runtime) -> ASGIApp:
     """The ASGI app; starting it (lifespan) starts the runtime's workers.
 
-    Layers, outermost first: request ids and the last-resort 500, the predict fast path,
-    then FastAPI for every other route (and /docs).
+    Layers, outermost first: request ids and the last-resort 500, the guard (hosts, origins,
+    keys and scopes, rates, security headers), the predict fast path, then FastAPI for every
+    other route (and /docs).
     """
 
     @asynccontextmanager
@@ -55,7 +58,10 @@ def create_app(runtime: Runtime) -> ASGIApp:
     add_health_routes(app, runtime)
     _add_model_routes(app, runtime)
     add_job_routes(app, runtime)
-    return RequestIdMiddleware(PredictFastPath(app, runtime))
+    server = runtime.config.server
+    policy = GuardPolicy.build(server.host, server.allowed_hosts, server.cors_origins, runtime.keys,
+                               server.default_requests_per_s)
+    return RequestIdMiddleware(Guard(PredictFastPath(app, runtime), policy))
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -85,22 +91,23 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 def _add_model_routes(app: FastAPI, runtime: Runtime) -> None:
-    @app.get("/v1/models", tags=["models"], summary="Every served model")
+    @app.get("/v1/models", tags=["models"], summary="Every served model", **docs.MODELS)
     async def list_models() -> Response:
         return json_response({"models": [s.describe() for s in runtime.services.values()]})
 
-    @app.get("/v1/models/{name}", tags=["models"], summary="One model: state, replicas, schemas")
+    @app.get("/v1/models/{name}", tags=["models"], summary="One model: state, replicas, schemas",
+             **docs.MODEL)
     async def get_model(name: str) -> Response:
         return json_response(runtime.service(name).describe())
 
     @app.post("/v1/models/{name}/predict", tags=["models"], summary="Run one request",
-              response_model=None)
+              response_model=None, **docs.PREDICT)
     async def predict(name: str, request: Request) -> Response:
         # Served by PredictFastPath before FastAPI sees it; declared here for /docs.
         return await handle_predict(runtime, name, request)
 
     @app.post("/admin/models/{name}/restart", tags=["admin"], status_code=202,
-              summary="Replace every worker of a model; clears FAILED")
+              summary="Replace every worker of a model; clears FAILED", **docs.RESTART)
     async def restart_model(name: str) -> Response:
         service = runtime.service(name)
         await service.restart()

@@ -62,6 +62,8 @@ def error_response(error: e.WatchkeeperError, request_id: str) -> Response:
     headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if isinstance(error, e.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="watchkeeper"'
     return Response(
         orjson.dumps(error_body(error, request_id), default=str),
         status_code=status_of(error),

@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from watchkeeper.front import metrics
 from watchkeeper.front.runtime import Runtime
+from watchkeeper.http import openapi_docs as docs
 from watchkeeper.http.connections import open_connections
 from watchkeeper.http.responses import json_response
 
@@ -40,28 +41,30 @@ def clients_view(runtime: Runtime) -> dict[str, Any]:
 
 
 def add_health_routes(app: FastAPI, runtime: Runtime) -> None:
-    @app.get("/livez", tags=["health"], summary="The front process answers")
+    @app.get("/livez", tags=["health"], summary="The front process answers", **docs.OPEN_PROBE)
     async def livez() -> Response:
         return json_response({"status": "alive"})
 
-    @app.get("/readyz", tags=["health"], summary="Every model has a ready replica")
+    @app.get("/readyz", tags=["health"], summary="Every model has a ready replica", **docs.READYZ)
     async def readyz() -> Response:
         ready, states, overloaded = runtime.ready()
         body = {"ready": ready, "models": states, "overloaded": overloaded}
         return json_response(body, READY if ready else NOT_READY)
 
-    @app.get("/health", tags=["health"], summary="Everything, as JSON (200 or 503)")
+    @app.get("/health", tags=["health"], summary="Everything, as JSON (200 or 503)",
+             **docs.HEALTH)
     async def health() -> Response:
         body = runtime.health()
         body["clients"] = clients_view(runtime)
         return json_response(body, health_status(body["status"]))
 
-    @app.get("/health/simple", tags=["health"], summary="OK or FAIL, as text")
+    @app.get("/health/simple", tags=["health"], summary="OK or FAIL, as text",
+             **docs.SIMPLE_HEALTH)
     async def health_simple() -> Response:
         status = health_status(runtime.health()["status"])
         return PlainTextResponse("OK" if status == READY else "FAIL", status)
 
-    @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", **docs.METRICS)
     async def metrics_endpoint() -> Response:
         for service in runtime.services.values():
             service.refresh_gauges()

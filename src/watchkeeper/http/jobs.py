@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
 from watchkeeper.front.runtime import Runtime
+from watchkeeper.http import openapi_docs as docs
 from watchkeeper.http.bodies import body_limit, parse_predict, read_body
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
@@ -88,7 +89,7 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
     jobs = runtime.jobs
 
     @app.post("/v1/models/{name}/jobs", tags=["jobs"], status_code=202, response_model=None,
-              summary="Submit a job: the predict body, run durably; 202 with its URLs")
+              summary="Submit a job: the predict body, run durably; 202 with its URLs", **docs.JOB_SUBMIT)
     async def submit_job(name: str, request: Request) -> Response:
         runtime.service(name)  # 404 before reading the body
         key = _idempotency_key(request.headers.get("idempotency-key"))
@@ -102,27 +103,30 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
             headers["Idempotent-Replayed"] = "true"
         return json_response(job_view(job), 202, headers=headers)
 
-    @app.get("/v1/jobs", tags=["jobs"], summary="List jobs, newest first")
+    @app.get("/v1/jobs", tags=["jobs"], summary="List jobs, newest first", **docs.JOB_LIST)
     async def list_jobs(state: str | None = None, model: str | None = None,
                         limit: int = 100) -> Response:
         found = await jobs.list_jobs(_state(state), model, _limit(limit))
         return json_response({"jobs": [job_view(job) for job in found]})
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job: state, progress, result")
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job: state, progress, result",
+             **docs.JOB)
     async def get_job(job_id: str) -> Response:
         return json_response(job_view(await jobs.get(job_id)))
 
-    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job")
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job", **docs.JOB)
     async def cancel_job(job_id: str) -> Response:
         return json_response(job_view(await jobs.cancel(job_id)))
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=None,
-             summary="The job's output file (Range requests work), or its JSON outputs")
+             summary="The job's output file (Range requests work), or its JSON outputs",
+             **docs.JOB_RESULT)
     async def job_result(job_id: str, name: str | None = None) -> Response:
         return _result_response(runtime, await jobs.get(job_id), name)
 
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=None,
-             summary="Server-sent events of every change; resumable with Last-Event-ID")
+             summary="Server-sent events of every change; resumable with Last-Event-ID",
+             **docs.JOB_EVENTS)
     async def job_events(job_id: str, request: Request) -> Response:
         after = _last_event_id(request.headers.get("last-event-id"))
         await jobs.get(job_id)  # 404 before the stream starts
