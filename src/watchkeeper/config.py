@@ -171,6 +171,16 @@ class ServerConfig(_Frozen):
         description="Requests a second per key, for keys without their own rate (429 + "
         "Retry-After beyond). Unset: no limit.",
     )
+    default_max_queued_jobs: StrictInt = Field(
+        default=1000, ge=1,
+        description="Jobs a key (or the anonymous owner) may have queued or running at once, "
+        "for keys without their own limit (429 + Retry-After beyond).",
+    )
+    default_max_result_mb: StrictFloat = Field(
+        default=10240.0, gt=0,
+        description="MiB of stored job results a key may hold, for keys without their own "
+        "limit (submits get 429 beyond, until results expire).",
+    )
 
     @field_validator("data_dir", "cache_dir", "api_keys_file")
     @classmethod

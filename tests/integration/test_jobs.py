@@ -18,7 +18,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import CHAOS, FAST, ServerFactory, Servers, wait_for
+from tests.integration.conftest import CHAOS, FAST, Server, ServerFactory, Servers, wait_for
+from watchkeeper.front.api_keys import KeyFile, KeyLimits, Scope
 
 JOB_MODEL = {"app": CHAOS, **FAST, "replicas": 1}
 
@@ -283,3 +284,91 @@ def test_event_streams_end_when_the_server_begins_to_shut_down(serve: ServerFact
     assert "ended" in box and box["ended"] - asked < 3  # not held for the 10 s grace period
     assert box["events"][0]["data"]["state"] == "queued"
     srv.proc.wait(30)
+
+
+# --- owners, quotas and what errors say (API keys) ------------------------------------------
+
+KEY_SCOPES = {"client": {Scope.PREDICT, Scope.JOBS}, "other": {Scope.JOBS},
+              "ops": {Scope.ADMIN, Scope.READ, Scope.JOBS, Scope.PREDICT}}
+
+
+@pytest.fixture(scope="module")
+def keyed(module_servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, dict[str, str]]:
+    """One server with API keys: ``tiny`` may have one job queued or running."""
+    keys_file = KeyFile(tmp_path_factory.mktemp("keys") / "keys.json")
+    keys = {name: keys_file.add(name, frozenset(scopes)) for name, scopes in KEY_SCOPES.items()}
+    keys["tiny"] = keys_file.add("tiny", frozenset({Scope.JOBS}), KeyLimits(max_queued_jobs=1))
+    srv = module_servers.start({"chaos": {"app": CHAOS, **FAST, "replicas": 2}},
+                               server={"api_keys_file": str(keys_file.path)},
+                               headers=as_key(keys["ops"]))
+    return srv, keys
+
+
+def as_key(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_one_key_cannot_see_fetch_or_cancel_anothers_job(keyed: tuple[Server, dict[str, str]]) -> None:
+    srv, keys = keyed
+    mine = httpx.post(srv.url + "/v1/models/chaos/jobs", headers=as_key(keys["client"]),
+                      json={"inputs": {"action": "sleep", "seconds": 0.2}}).json()
+    assert mine["owner"] == "client"
+    job_url = f"{srv.url}/v1/jobs/{mine['id']}"
+    for method, url in (("GET", job_url), ("GET", job_url + "/result"), ("GET", job_url + "/events"),
+                        ("DELETE", job_url)):
+        response = httpx.request(method, url, headers=as_key(keys["other"]))
+        assert response.status_code == 404, (method, url, response.text)
+    listed = httpx.get(srv.url + "/v1/jobs", headers=as_key(keys["other"])).json()
+    assert mine["id"] not in {j["id"] for j in listed["jobs"]}
+    assert httpx.get(job_url, headers=as_key(keys["client"])).status_code == 200
+    assert httpx.get(job_url, headers=as_key(keys["ops"])).status_code == 200  # admin sees all
+    everyone = httpx.get(srv.url + "/v1/jobs", headers=as_key(keys["ops"])).json()
+    assert mine["id"] in {j["id"] for j in everyone["jobs"]}
+
+
+def test_idempotency_keys_are_per_owner(keyed: tuple[Server, dict[str, str]]) -> None:
+    srv, keys = keyed
+    body = {"inputs": {"tag": "same"}}
+    a = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body,
+                   headers={"Idempotency-Key": "k-1", **as_key(keys["client"])}).json()
+    b = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body,
+                   headers={"Idempotency-Key": "k-1", **as_key(keys["other"])}).json()
+    assert a["id"] != b["id"]
+
+
+def test_a_key_over_its_queued_jobs_gets_429(keyed: tuple[Server, dict[str, str]]) -> None:
+    srv, keys = keyed
+    body = {"inputs": {"action": "sleep", "seconds": 3}}
+    first = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body,
+                       headers={"Idempotency-Key": "t-1", **as_key(keys["tiny"])})
+    assert first.status_code == 202, first.text
+    second = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body, headers=as_key(keys["tiny"]))
+    assert second.status_code == 429, second.text
+    assert int(second.headers["retry-after"]) >= 1
+    assert "1 queued or running" in second.json()["error"]["message"]
+    replay = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body,
+                        headers={"Idempotency-Key": "t-1", **as_key(keys["tiny"])})
+    assert replay.status_code == 202 and replay.json()["id"] == first.json()["id"]  # never refused
+    other = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body, headers=as_key(keys["client"]))
+    assert other.status_code == 202  # a quota is per key
+
+
+def test_model_errors_are_summarised_for_non_admin_keys(keyed: tuple[Server, dict[str, str]]) -> None:
+    srv, keys = keyed
+    body = {"inputs": {"action": "raise"}}
+    client = httpx.post(srv.url + "/v1/models/chaos/predict", json=body, headers=as_key(keys["client"]))
+    assert client.status_code == 500
+    error = client.json()["error"]
+    assert error["message"] == "the model raised RuntimeError"
+    assert client.headers["x-request-id"] in error["suggestion"]
+    assert "raised on request" not in client.text  # the exception's own text stays in the log
+    admin = httpx.post(srv.url + "/v1/models/chaos/predict", json=body, headers=as_key(keys["ops"]))
+    assert admin.status_code == 500 and "raised on request" in admin.text
+    # A job's stored error, in its JSON and in its events, too.
+    job = httpx.post(srv.url + "/v1/models/chaos/jobs", json=body, headers=as_key(keys["client"])).json()
+    wait_for(lambda: srv.get(f"/v1/jobs/{job['id']}").json()["state"] == "failed", 30)
+    seen = httpx.get(f"{srv.url}/v1/jobs/{job['id']}", headers=as_key(keys["client"])).json()
+    assert seen["error"]["message"] == "the model raised RuntimeError"
+    events = httpx.get(f"{srv.url}/v1/jobs/{job['id']}/events", headers=as_key(keys["client"]))
+    assert "RuntimeError" in events.text and "raised on request" not in events.text
+    assert "raised on request" in srv.get(f"/v1/jobs/{job['id']}").text  # the admin's view

@@ -34,6 +34,8 @@ def add_key_commands(commands: Any) -> None:
     add.add_argument("--scopes", required=True,
                      help=f"comma-separated: {', '.join(s.value for s in Scope)}")
     add.add_argument("--requests-per-s", type=float, help="this key's request rate")
+    add.add_argument("--max-queued-jobs", type=int, help="this key's queued or running jobs at most")
+    add.add_argument("--max-result-mb", type=float, help="this key's stored job results, MiB")
     add.set_defaults(run=_add)
     listing = sub.add_parser("list", help="names, ids, scopes and limits (never the keys)")
     listing.set_defaults(run=_list)
@@ -68,7 +70,7 @@ def _run(action: Any, args: argparse.Namespace) -> int:
 
 def _add(args: argparse.Namespace) -> int:
     def add(keys: KeyFile, args: argparse.Namespace) -> int:
-        limits = KeyLimits(requests_per_s=args.requests_per_s)
+        limits = KeyLimits(args.max_queued_jobs, args.max_result_mb, args.requests_per_s)
         key = keys.add(args.name, parse_scopes(args.scopes), limits)
         print(key)
         print(f"key {args.name!r} added to {keys.path}; it is shown only now: keep it safe",

@@ -72,8 +72,8 @@ def parse_scopes(text: str) -> frozenset[Scope]:
 
 @dataclass(frozen=True)
 class KeyLimits:
-    """A key's limits; None: the server's default. Only ``requests_per_s`` is enforced so far
-    (``server.default_requests_per_s``); the job quotas are kept for the per-owner job limits."""
+    """A key's limits; None: the server's default (``server.default_requests_per_s``,
+    ``default_max_queued_jobs``, ``default_max_result_mb``)."""
 
     max_queued_jobs: int | None = None
     max_result_mb: float | None = None

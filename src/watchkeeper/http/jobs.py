@@ -12,12 +12,20 @@ from closing an idle stream. The events come from the job's one feed (``jobs.cha
 store read per change for all its streams); past ``jobs.max_streams_per_job`` streams on the
 job or ``jobs.max_streams`` in all, a new stream gets 503 + Retry-After. ``Last-Event-ID``
 must be the decimal ASCII number of an event (else 400).
+
+Owners: a job belongs to the caller that submitted it (``http.guard``'s principal; without
+keys, the one anonymous owner). Another caller gets 404 for it on every route (it must not
+learn the job exists) and does not see it in the list; a caller with ``admin`` sees and may
+cancel every job. Idempotency-Keys are per owner, and each owner's quotas (jobs queued or
+running, MiB of stored results: the key's limits, else the ``[server]`` defaults) are
+checked by the store when it creates the job. A job's error, in its JSON and in its events,
+is shown as the caller may see it (``http.errors.public_error``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -26,17 +34,21 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from watchkeeper.config import ServerConfig
 from watchkeeper.errors import BadInput, Conflict, InvalidInput, NotFound
 from watchkeeper.front.runtime import Runtime
 from watchkeeper.http import openapi_docs as docs
 from watchkeeper.http.bodies import body_limit, parse_predict, read_body
+from watchkeeper.http.errors import public_error
+from watchkeeper.http.guard import Principal, principal_of
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
 from watchkeeper.jobs.changes import JobReader, StreamCaps, Watcher, is_final
-from watchkeeper.jobs.job import Job, JobEvent, JobState
+from watchkeeper.jobs.job import Job, JobEvent, JobState, OwnerLimits
+from watchkeeper.jobs.quotas import MIB
 from watchkeeper.jobs.results import ResultMeta
 
-__all__ = ["KEEPALIVE_S", "MAX_LIST", "add_job_routes", "job_view", "sse_frame"]
+__all__ = ["KEEPALIVE_S", "MAX_LIST", "add_job_routes", "job_view", "owner_limits", "sse_frame"]
 
 #: Seconds between keep-alive comments on an idle event stream.
 KEEPALIVE_S = 15.0
@@ -45,12 +57,13 @@ MAX_LIST = 1000
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
-def job_view(job: Job) -> dict[str, Any]:
-    """A job as every job route shows it."""
+def job_view(job: Job, principal: Principal | None = None) -> dict[str, Any]:
+    """A job as every job route shows it to ``principal`` (its error as they may see it)."""
     base = f"/v1/jobs/{job.id}"
     return {
         "id": job.id,
         "model": job.model,
+        "owner": job.owner,
         "state": job.state.value,
         "progress": round(job.progress, 4),
         "message": job.message,
@@ -60,7 +73,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
-        "error": job.error,
+        "error": None if job.error is None else public_error(job.error, principal, job.request_id),
         "degraded": job.degraded,
         "result": _result_view(job, base),
         "params": job.params,
@@ -78,10 +91,31 @@ def _result_view(job: Job, base: str) -> dict[str, Any] | None:
     return {"files": files, "outputs": meta.outputs}
 
 
-def sse_frame(event: JobEvent) -> bytes:
-    """One server-sent event: ``id`` (for Last-Event-ID), ``event`` (its type), JSON ``data``."""
-    data = orjson.dumps({"job_id": event.job_id, "at": event.at, **event.data})
+def sse_frame(event: JobEvent, principal: Principal | None = None,
+              request_id: str = "") -> bytes:
+    """One server-sent event: ``id`` (for Last-Event-ID), ``event`` (its type), JSON ``data``
+    (an error in it as ``principal`` may see it; ``request_id``: the job's)."""
+    fields = dict(event.data)
+    if isinstance(fields.get("error"), dict):
+        fields["error"] = public_error(fields["error"], principal, request_id)
+    data = orjson.dumps({"job_id": event.job_id, "at": event.at, **fields})
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), data)
+
+
+def owner_limits(principal: Principal, server: ServerConfig) -> OwnerLimits:
+    """The caller's quotas: its key's limits, else the server's defaults (``[server]``
+    ``default_max_queued_jobs`` and ``default_max_result_mb``)."""
+    max_queued_jobs = server.default_max_queued_jobs
+    max_result_mb = server.default_max_result_mb
+    limits = principal.limits
+    jobs = limits.max_queued_jobs if limits.max_queued_jobs is not None else max_queued_jobs
+    mb = limits.max_result_mb if limits.max_result_mb is not None else max_result_mb
+    return OwnerLimits(max_active_jobs=int(jobs), max_result_bytes=int(mb * MIB))
+
+
+def _visible(principal: Principal) -> str | None:
+    """Whose jobs the caller may see: its own, or everyone's (None) with ``admin``."""
+    return None if principal.admin else principal.owner
 
 
 def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
@@ -96,52 +130,59 @@ def add_job_routes(app: FastAPI, runtime: Runtime) -> None:
         limit = body_limit(runtime.config.server.max_body_mb)
         body = await parse_predict(request, await read_body(request, limit),
                                    runtime.config.server.max_json_values)
+        caller = principal_of(request.scope)
+        quota = owner_limits(caller, runtime.config.server)
         job, created = await jobs.submit(name, body.inputs, body.params, body.allow_degrade,
-                                         request_id_of(request), key)
+                                         request_id_of(request), key, owner=caller.owner, limits=quota)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if not created:
             headers["Idempotent-Replayed"] = "true"
-        return json_response(job_view(job), 202, headers=headers)
+        return json_response(job_view(job, caller), 202, headers=headers)
 
     @app.get("/v1/jobs", tags=["jobs"], summary="List jobs, newest first", **docs.JOB_LIST)
-    async def list_jobs(state: str | None = None, model: str | None = None,
+    async def list_jobs(request: Request, state: str | None = None, model: str | None = None,
                         limit: int = 100) -> Response:
-        found = await jobs.list_jobs(_state(state), model, _limit(limit))
-        return json_response({"jobs": [job_view(job) for job in found]})
+        caller = principal_of(request.scope)
+        found = await jobs.list_jobs(_state(state), model, _limit(limit), _visible(caller))
+        return json_response({"jobs": [job_view(job, caller) for job in found]})
 
     @app.get("/v1/jobs/{job_id}", tags=["jobs"], summary="One job: state, progress, result",
              **docs.JOB)
-    async def get_job(job_id: str) -> Response:
-        return json_response(job_view(await jobs.get(job_id)))
+    async def get_job(job_id: str, request: Request) -> Response:
+        caller = principal_of(request.scope)
+        return json_response(job_view(await jobs.get(job_id, _visible(caller)), caller))
 
     @app.delete("/v1/jobs/{job_id}", tags=["jobs"], summary="Cancel a job", **docs.JOB)
-    async def cancel_job(job_id: str) -> Response:
-        return json_response(job_view(await jobs.cancel(job_id)))
+    async def cancel_job(job_id: str, request: Request) -> Response:
+        caller = principal_of(request.scope)
+        return json_response(job_view(await jobs.cancel(job_id, _visible(caller)), caller))
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_model=None,
              summary="The job's output file (Range requests work), or its JSON outputs",
              **docs.JOB_RESULT)
-    async def job_result(job_id: str, name: str | None = None) -> Response:
-        return _result_response(runtime, await jobs.get(job_id), name)
+    async def job_result(job_id: str, request: Request, name: str | None = None) -> Response:
+        job = await jobs.get(job_id, _visible(principal_of(request.scope)))
+        return _result_response(runtime, job, name)
 
     @app.get("/v1/jobs/{job_id}/events", tags=["jobs"], response_model=None,
              summary="Server-sent events of every change; resumable with Last-Event-ID",
              **docs.JOB_EVENTS)
     async def job_events(job_id: str, request: Request) -> Response:
         after = _last_event_id(request.headers.get("last-event-id"))
-        await jobs.get(job_id)  # 404 before the stream starts
+        caller = principal_of(request.scope)
+        job = await jobs.get(job_id, _visible(caller))  # 404 before the stream starts
         cfg = runtime.config.jobs
         watcher = jobs.changes.watch(job_id, after, JobReader(jobs.events, jobs.find),
                                      StreamCaps(cfg.max_streams_per_job, cfg.max_streams))
-        return _EventStream(watcher)
+        return _EventStream(watcher, lambda event: sse_frame(event, caller, job.request_id))
 
 
 class _EventStream(StreamingResponse):
     """A job's event stream; its watcher leaves the feed however the response ends (even
     when the client is gone before the first event)."""
 
-    def __init__(self, watcher: Watcher) -> None:
-        super().__init__(_stream(watcher), media_type="text/event-stream",
+    def __init__(self, watcher: Watcher, frame: Callable[[JobEvent], bytes]) -> None:
+        super().__init__(_stream(watcher, frame), media_type="text/event-stream",
                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.watcher = watcher
 
@@ -152,7 +193,7 @@ class _EventStream(StreamingResponse):
             self.watcher.close()
 
 
-async def _stream(watcher: Watcher) -> AsyncIterator[bytes]:
+async def _stream(watcher: Watcher, frame: Callable[[JobEvent], bytes]) -> AsyncIterator[bytes]:
     """The job's events after the watcher's resume point, then live ones, until its final
     state (or until the server shuts down: the client resumes with Last-Event-ID, perhaps
     at another instance)."""
@@ -160,7 +201,7 @@ async def _stream(watcher: Watcher) -> AsyncIterator[bytes]:
         if not events:
             yield b": keep-alive\n\n"
         for event in events:
-            yield sse_frame(event)
+            yield frame(event)
             if is_final(event):
                 return
 

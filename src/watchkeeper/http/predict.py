@@ -9,8 +9,9 @@ Per request: read the body (size-limited), parse JSON or multipart (a large body
 body thread, ``http.bodies``), queue it with the model's service, wait for the answer until
 the deadline, log one line (``request.end`` or ``request.error``, with the params, cut to a
 few hundred bytes by ``logs``; ``request.start`` too at the debug level), count it in the
-metrics. Slow or oversized request heads and bodies are cut off before this, per connection
-(``http.connections``).
+metrics. An error's body is made for the caller (``http.errors.public_error``: a model's
+exception text only for ``admin``; the log line has it whole). Slow or oversized request
+heads and bodies are cut off before this, per connection (``http.connections``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from watchkeeper.front import metrics
 from watchkeeper.front.runtime import Runtime
 from watchkeeper.http.bodies import body_limit, parse_predict, parse_timeout, read_body
 from watchkeeper.http.errors import error_response, status_of
+from watchkeeper.http.guard import principal_of
 from watchkeeper.http.request_id import request_id_of
 from watchkeeper.http.responses import json_response
 from watchkeeper.logs import log_event
@@ -91,7 +93,7 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
         log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
                   status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started),
                   params=params, timeout_s=timeout_s)
-        return error_response(exc, request_id)
+        return error_response(exc, request_id, principal_of(request.scope))
     total_ms = _ms_since(started)
     service.requests.answered(200, total_ms / 1000)
     log_event(log, "request.end", request_id=request_id, model=name, status=200,

@@ -28,9 +28,15 @@ from typing import Any, Protocol
 
 import orjson
 
+from watchkeeper.errors import Overloaded
 from watchkeeper.jobs.inputs_codec import encode_inputs
 
-__all__ = ["TERMINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob"]
+__all__ = ["ANONYMOUS_OWNER", "TERMINAL_STATES", "Job", "JobEvent", "JobState", "JobStore", "NewJob",
+           "OwnerLimits", "OwnerUsage"]
+
+#: The owner of every job when the server runs without API keys (and of jobs stored before
+#: jobs had owners).
+ANONYMOUS_OWNER = "anonymous"
 
 
 class JobState(enum.StrEnum):
@@ -42,6 +48,23 @@ class JobState(enum.StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+@dataclass(frozen=True)
+class OwnerLimits:
+    """What one owner may hold: jobs queued or running at once, and bytes of stored results
+    (a submit beyond either is refused; the replay of an existing job never is)."""
+
+    max_active_jobs: int
+    max_result_bytes: int
+
+
+@dataclass(frozen=True)
+class OwnerUsage:
+    """What one owner holds now: jobs queued or running, and bytes of stored results."""
+
+    active_jobs: int = 0
+    result_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -57,6 +80,8 @@ class NewJob:
     request_id: str
     idempotency_key: str | None = None
     created_at: float = 0.0  # time.time(); the store fills it in when 0
+    owner: str = ANONYMOUS_OWNER  # the API key's name; Idempotency-Keys are per owner
+    limits: OwnerLimits | None = None  # checked in the create's transaction; None: no quota
 
     @cached_property
     def stored_inputs(self) -> bytes:
@@ -91,6 +116,7 @@ class Job:
     request_id: str
     request_hash: str
     idempotency_key: str | None = None
+    owner: str = ANONYMOUS_OWNER
     started_at: float | None = None
     finished_at: float | None = None
     progress: float = 0.0  # 0..1
@@ -124,23 +150,29 @@ class JobStore(Protocol):
     """
 
     def create(self, job: NewJob) -> tuple[Job, bool]:
-        """Store a queued job; with an ``idempotency_key`` already used for this model,
-        return that job instead. The bool is True when a new job was created."""
+        """Store a queued job; with an ``idempotency_key`` its owner already used for this
+        model, return that job instead. The bool is True when a new job was created.
+        Raises :class:`~watchkeeper.errors.Overloaded` when a new job would put its owner
+        over ``job.limits``."""
 
-    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        """``create`` for each of ``jobs``, in one transaction (one disk sync for a burst)."""
+    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool] | Overloaded]:
+        """``create`` for each of ``jobs``, in one transaction (one disk sync for a burst);
+        a job refused by its owner's quota is its ``Overloaded`` error, the others are kept."""
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def find_by_key(self, model: str, key: str) -> Job | None:
-        """The job an Idempotency-Key made for ``model``, if any."""
+    def find_by_key(self, model: str, key: str, *, owner: str) -> Job | None:
+        """The job an Idempotency-Key of ``owner`` made for ``model``, if any."""
 
     def inputs(self, job_id: str) -> dict[str, Any]:
         """The job's inputs, exactly as submitted (bytes stay bytes)."""
 
     def list_jobs(self, *, state: JobState | None = None, model: str | None = None,
-                  limit: int = 100) -> list[Job]:
-        """Newest first."""
+                  owner: str | None = None, limit: int = 100) -> list[Job]:
+        """Newest first; ``owner`` None: every owner's."""
+
+    def usage(self, owner: str) -> OwnerUsage:
+        """What ``owner`` holds now (an indexed count, not a scan of the result files)."""
 
     def queued_models(self) -> dict[str, int]:
         """How many jobs are queued, by model."""

@@ -29,6 +29,12 @@ Idempotency: a submit with an Idempotency-Key looks the key up first (before any
 could refuse it), and compares the request as the client sent it (params before the model's
 schema fills in defaults): a retry gets the job the first submit made, whatever changed since.
 
+Owners: every job has one (the API key that submitted it; ``anonymous`` without keys).
+``get``, ``cancel`` and ``list_jobs`` take the owner whose jobs the caller may see (None:
+every owner's, for ``admin``); another owner's job is "not found". A submit's quotas
+(``jobs.quotas``) are checked by the store in the create's transaction, after the
+Idempotency-Key lookup, so a replay is never refused by a quota.
+
 Cancel: a queued job is cancelled in the store at once (and dropped from the scheduler's
 queue if it was there); a running one is asked to stop (``Cancel`` to its worker) and the
 worker is killed after ``jobs.cancel_grace_s`` if it has not.
@@ -46,13 +52,13 @@ from typing import Any, TypeVar
 import orjson
 
 from watchkeeper.config import JobsConfig
-from watchkeeper.errors import Conflict, NotFound, Unavailable
+from watchkeeper.errors import Conflict, NotFound, Overloaded, Unavailable
 from watchkeeper.front import metrics
 from watchkeeper.front.service import ModelService
 from watchkeeper.jobs.attempt import Active, Attempts
 from watchkeeper.jobs.changes import Changes
 from watchkeeper.jobs.data_dir_lock import DataDirLock
-from watchkeeper.jobs.job import Job, JobEvent, JobState, NewJob
+from watchkeeper.jobs.job import ANONYMOUS_OWNER, Job, JobEvent, JobState, NewJob, OwnerLimits
 from watchkeeper.jobs.recovery import recover
 from watchkeeper.jobs.results import ResultFiles
 from watchkeeper.jobs.sqlite_store import SqliteJobStore
@@ -161,12 +167,14 @@ class JobRunner:
     # --- requests from the HTTP layer ---------------------------------------------------
 
     async def submit(self, model: str, inputs: dict[str, Any], params: dict[str, Any],
-                     allow_degrade: bool, request_id: str,
-                     idempotency_key: str | None = None) -> tuple[Job, bool]:
-        """Store a new job (or find the one this Idempotency-Key made); True if new."""
+                     allow_degrade: bool, request_id: str, idempotency_key: str | None = None,
+                     *, owner: str = ANONYMOUS_OWNER,
+                     limits: OwnerLimits | None = None) -> tuple[Job, bool]:
+        """Store a new job of ``owner`` (or find the one its Idempotency-Key made); True if
+        new. Over ``limits`` (counted in the store's create transaction): ``Overloaded``."""
         service = self._service_of(model)
         new = NewJob(uuid.uuid4().hex, model, inputs, params, allow_degrade, self.config.max_attempts,
-                     request_id, idempotency_key)
+                     request_id, idempotency_key, owner=owner, limits=limits)
         if idempotency_key is not None:
             found = await self._ask(self._replay, new)
             if found is not None:
@@ -191,7 +199,7 @@ class JobRunner:
     def _replay(self, new: NewJob) -> Job | None:
         """In the store's thread: the job this key made, if the request is the same."""
         assert new.idempotency_key is not None
-        job = self.store.find_by_key(new.model, new.idempotency_key)
+        job = self.store.find_by_key(new.model, new.idempotency_key, owner=new.owner)
         if job is not None:
             self._same_request(job, new)  # hashes the request here, off the event loop
         return job
@@ -227,7 +235,10 @@ class JobRunner:
                         future.set_exception(error)
                     continue
                 for (_, future), result in zip(group, stored, strict=True):
-                    future.set_result(result)
+                    if isinstance(result, Overloaded):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
         finally:
             self._creating = False
 
@@ -268,9 +279,11 @@ class JobRunner:
     async def find(self, job_id: str) -> Job | None:
         return await self._ask(self.store.get, job_id)
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str, owner: str | None = None) -> Job:
+        """The job; NotFound also when it is not ``owner``'s (None: anyone's), so another
+        owner does not learn that it exists."""
         job = await self.find(job_id)
-        if job is None:
+        if job is None or (owner is not None and job.owner != owner):
             raise self._not_found(job_id)
         return job
 
@@ -281,15 +294,21 @@ class JobRunner:
             suggestion="GET /v1/jobs lists the jobs kept here.",
         )
 
-    async def list_jobs(self, state: JobState | None, model: str | None, limit: int) -> list[Job]:
-        return await self._ask(lambda: self.store.list_jobs(state=state, model=model, limit=limit))
+    async def list_jobs(self, state: JobState | None, model: str | None, limit: int,
+                        owner: str | None = None) -> list[Job]:
+        """Newest first; ``owner``'s jobs only (None: everyone's)."""
+        return await self._ask(lambda: self.store.list_jobs(state=state, model=model, owner=owner,
+                                                            limit=limit))
 
     async def events(self, job_id: str, after: int) -> list[JobEvent]:
         return await self._ask(self.store.events, job_id, after)
 
-    async def cancel(self, job_id: str) -> Job:
+    async def cancel(self, job_id: str, owner: str | None = None) -> Job:
         """Cancel a queued job now; ask a running one to stop (its worker is killed if it
-        has not within ``cancel_grace_s``). A finished job is returned unchanged."""
+        has not within ``cancel_grace_s``). A finished job is returned unchanged; a job
+        that is not ``owner``'s (None: anyone's) is not found."""
+        if owner is not None:
+            await self.get(job_id, owner)  # owners never change: no race with the cancel
         job = await self._ask(self.store.cancel, job_id)
         if job is None:
             raise self._not_found(job_id)

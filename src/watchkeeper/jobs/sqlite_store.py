@@ -4,7 +4,12 @@ Runs in the front process, in the one thread the front gives the store (every ca
 the disk). Each method of :class:`SqliteJobStore` is one ``BEGIN IMMEDIATE`` transaction
 that changes the ``jobs`` row and appends the ``events`` it causes, so a job acknowledged
 with 202 is on disk (WAL, ``synchronous=FULL``) before the answer leaves, and survives a
-process kill or a power cut. The schema version lives in ``PRAGMA user_version``.
+process kill or a power cut. The schema version lives in ``PRAGMA user_version``; a file of
+an older version is migrated in place when it is opened (``sqlite_rows.create_or_migrate``).
+
+Jobs have owners (the API key that submitted them): Idempotency-Keys are per owner, lists
+and usage counts can be per owner, and a create refuses a job that would put its owner over
+its quota (``jobs.quotas``), counted in the same transaction.
 
 The store checks its own file: the path must still name the file it opened (same device
 and inode) before each commit and after it, or the write fails with
@@ -27,25 +32,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
-
-from watchkeeper.errors import ConfigError
+from watchkeeper.errors import ConfigError, Overloaded
 from watchkeeper.jobs.inputs_codec import decode_inputs
-from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState, NewJob
+from watchkeeper.jobs.job import TERMINAL_STATES, Job, JobEvent, JobState, NewJob, OwnerUsage
+from watchkeeper.jobs.quotas import check_quota, result_bytes
 from watchkeeper.jobs.sqlite_rows import (
     COLUMNS,
-    SCHEMA,
     SCHEMA_VERSION,
     SERVER_STOPPED,
     TERMINAL,
+    append_event,
     clamp,
     crashed_error,
+    create_or_migrate,
     event_of,
     file_id,
     file_size,
+    insert_job,
+    job_by_key,
     job_of,
     json_text,
     not_found,
+    usage_of,
 )
 
 __all__ = ["MAX_LIST", "SCHEMA_VERSION", "Adopt", "SqliteJobStore", "StoreFileChanged"]
@@ -108,10 +116,7 @@ class SqliteJobStore:
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._write() as conn:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            create_or_migrate(conn, version)
 
     def _check_file(self) -> None:
         """Raise :class:`StoreFileChanged` unless the path still names the file opened."""
@@ -157,18 +162,6 @@ class SqliteJobStore:
             raise not_found(job_id)
         return job
 
-    @staticmethod
-    def _append(conn: sqlite3.Connection, job_id: str, type_: str, data: dict[str, Any],
-                at: float) -> JobEvent:  # fmt: skip
-        (seq,) = conn.execute(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
-        ).fetchone()
-        conn.execute(
-            "INSERT INTO events (job_id, seq, type, at, data) VALUES (?, ?, ?, ?, ?)",
-            (job_id, seq, type_, at, orjson.dumps(data).decode()),
-        )
-        return JobEvent(job_id, seq, type_, at, data)
-
     def _transition(self, conn: sqlite3.Connection, job: Job, state: JobState,
                     event: dict[str, Any], **columns: Any) -> Job:  # fmt: skip
         """Set ``state`` and ``columns`` (names from this module only), append the state event."""
@@ -180,44 +173,42 @@ class SqliteJobStore:
         conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*columns.values(), job.id))
         changed = self._must(conn, job.id)
         data = {"state": state.value, "attempts": changed.attempts, **event}
-        self._append(conn, job.id, "state", data, now)
+        append_event(conn, job.id, "state", data, now)
         return changed
 
     # --- JobStore ---
 
     def create(self, job: NewJob) -> tuple[Job, bool]:
-        """Store a queued job; an ``idempotency_key`` already used for this model returns
-        that job (whatever its state) and False. The unique index settles a race."""
-        return self.create_many([job])[0]
+        """Store a queued job; an ``idempotency_key`` its owner already used for this model
+        returns that job (whatever its state, never refused by a quota) and False. Raises
+        ``Overloaded`` when the new job would put its owner over ``job.limits``."""
+        created = self.create_many([job])[0]
+        if isinstance(created, Overloaded):
+            raise created
+        return created
 
-    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        """``create`` for each job, in one transaction: a burst of submits shares one sync."""
+    def create_many(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool] | Overloaded]:
+        """``create`` for each job, in one transaction: a burst of submits shares one sync.
+        A job over its owner's quota is its error (nothing of it is written)."""
         now = time.time()
         with self._write() as conn:
             return [self._create_in(conn, job, now) for job in jobs]
 
-    def _create_in(self, conn: sqlite3.Connection, job: NewJob, now: float) -> tuple[Job, bool]:
-        try:
-            self._insert(conn, job, job.created_at or now, now)
-        except sqlite3.IntegrityError:  # undoes this statement only; the transaction goes on
-            row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
-                               (job.model, job.idempotency_key)).fetchone()
-            if row is None or job.idempotency_key is None:
-                raise
-            return job_of(row), False
-        self._append(conn, job.id, "state", {"state": "queued", "attempts": 0}, now)
+    def _create_in(self, conn: sqlite3.Connection, job: NewJob,
+                   now: float) -> tuple[Job, bool] | Overloaded:  # fmt: skip
+        if job.idempotency_key is not None:  # the write lock is held: no other writer races
+            found = job_by_key(conn, job.model, job.idempotency_key, job.owner)
+            if found is not None:
+                return found, False
+        if job.limits is not None:
+            try:
+                check_quota(job.owner, usage_of(conn, job.owner), job.limits)
+            except Overloaded as exc:
+                return exc
+        insert_job(conn, job, job.created_at or now, now)
+        append_event(conn, job.id, "state", {"state": "queued", "attempts": 0}, now)
         return self._must(conn, job.id), True
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, job: NewJob, created_at: float, now: float) -> None:
-        conn.execute(
-            "INSERT INTO jobs (id, model, state, params, inputs, allow_degrade, created_at, "
-            "updated_at, max_attempts, request_id, request_hash, idempotency_key) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (job.id, job.model, JobState.QUEUED.value, json_text(job.params),
-             job.stored_inputs, int(job.allow_degrade), created_at, now,
-             job.max_attempts, job.request_id, job.request_hash, job.idempotency_key),
-        )  # fmt: skip
 
     def get(self, job_id: str) -> Job | None:
         rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,))
@@ -230,25 +221,29 @@ class SqliteJobStore:
             raise not_found(job_id)
         return decode_inputs(rows[0]["inputs"])
 
-    def find_by_key(self, model: str, key: str) -> Job | None:
-        """The job an Idempotency-Key made for ``model``, if any."""
-        rows = self._read(f"SELECT {COLUMNS} FROM jobs WHERE model = ? AND idempotency_key = ?",
-                          (model, key))
-        return job_of(rows[0]) if rows else None
+    def find_by_key(self, model: str, key: str, *, owner: str) -> Job | None:
+        """The job an Idempotency-Key of ``owner`` made for ``model``, if any."""
+        with self._lock:
+            return job_by_key(self._conn, model, key, owner)
 
     def list_jobs(self, *, state: JobState | None = None, model: str | None = None,
-                  limit: int = 100) -> list[Job]:
-        """Newest first (``created_at`` descending, then id); at most 1000."""
+                  owner: str | None = None, limit: int = 100) -> list[Job]:
+        """Newest first (``created_at`` descending, then id); at most 1000. ``owner``: that
+        owner's jobs only (None: everyone's)."""
         where: list[str] = ["1"]
         args: list[Any] = []
-        if state is not None:
-            where.append("state = ?")
-            args.append(JobState(state).value)
-        if model is not None:
-            where.append("model = ?")
-            args.append(model)
+        for column, value in (("state", None if state is None else JobState(state).value),
+                              ("model", model), ("owner", owner)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
         sql = f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY created_at DESC, id LIMIT ?"
         return [job_of(r) for r in self._read(sql, (*args, max(0, min(limit, MAX_LIST))))]
+
+    def usage(self, owner: str) -> OwnerUsage:
+        """Jobs ``owner`` has queued or running, and bytes of its stored results."""
+        with self._lock:
+            return usage_of(self._conn, owner)
 
     def queued_models(self) -> dict[str, int]:
         rows = self._read("SELECT model, COUNT(*) AS n FROM jobs WHERE state = ? GROUP BY model",
@@ -300,7 +295,7 @@ class SqliteJobStore:
                 (fraction, message, now, job_id),
             )
             data = {"progress": fraction, "message": message}
-            return self._append(conn, job_id, "progress", data, now)
+            return append_event(conn, job_id, "progress", data, now)
 
     def finish(self, job_id: str, state: JobState, *, error: dict[str, Any] | None = None,
                result: dict[str, Any] | None = None, degraded: dict[str, Any] | None = None,
@@ -317,7 +312,8 @@ class SqliteJobStore:
                 return job
             event = {k: v for k, v in (("error", error), ("degraded", degraded)) if v is not None}
             columns: dict[str, Any] = {
-                "error": json_text(error), "degraded": json_text(degraded), "result": json_text(result)
+                "error": json_text(error), "degraded": json_text(degraded),
+                "result": json_text(result), "result_bytes": result_bytes(result),
             }  # fmt: skip
             if state is JobState.SUCCEEDED:
                 columns["progress"] = 1.0
@@ -372,7 +368,8 @@ class SqliteJobStore:
             result, degraded = found
             event = {"reason": _ADOPTED, **({"degraded": degraded} if degraded else {})}
             return self._transition(conn, job, JobState.SUCCEEDED, event, progress=1.0,
-                                    result=json_text(result), degraded=json_text(degraded))
+                                    result=json_text(result), degraded=json_text(degraded),
+                                    result_bytes=result_bytes(result))
         if job.cancel_requested or job.attempts < job.max_attempts:
             return self._requeue(conn, job, SERVER_STOPPED, job.attempts)
         error = crashed_error(job)

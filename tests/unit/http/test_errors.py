@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import orjson
 import pytest
 
 from watchkeeper import errors as e
-from watchkeeper.http.errors import STATUS, error_body, error_response, status_of
+from watchkeeper.front.api_keys import Scope
+from watchkeeper.http.errors import STATUS, error_body, error_response, public_error, status_of
+from watchkeeper.http.guard import ANONYMOUS, Principal
 
 ERROR_CLASSES = [
     obj
@@ -182,3 +185,73 @@ def test_unknown_type_becomes_model_error() -> None:
     rebuilt = e.error_from_type("no_such_type", "x")
     assert type(rebuilt) is e.ModelError
     assert rebuilt.details == {}
+
+
+# --- no leaks: what a caller may see ------------------------------------------------------
+
+CLIENT = Principal("web", frozenset({Scope.PREDICT, Scope.JOBS}))
+ADMIN = Principal("ops", frozenset({Scope.ADMIN}))
+MODEL_RAISED = e.ModelError("ValueError: bad pixel in /home/me/model/weights.bin",
+                            details={"frames": ["/srv/app.py:12"]})
+
+
+def test_a_model_error_is_reduced_to_its_type_for_a_non_admin_caller() -> None:
+    body = error_body(MODEL_RAISED, "rid-7", CLIENT)["error"]
+    assert body == {"type": "model_error", "message": "the model raised ValueError",
+                    "suggestion": body["suggestion"], "request_id": "rid-7"}
+    assert "rid-7" in body["suggestion"] and "log" in body["suggestion"]
+    assert "bad pixel" not in orjson.dumps(body).decode()
+
+
+@pytest.mark.parametrize("principal", [ADMIN, ANONYMOUS], ids=["admin", "anonymous"])
+def test_an_admin_sees_the_whole_error(principal: Principal) -> None:
+    body = error_body(MODEL_RAISED, "r", principal)["error"]
+    assert body["message"] == MODEL_RAISED.message and body["details"] == MODEL_RAISED.details
+
+
+def test_paths_are_replaced_for_a_non_admin_caller_and_api_paths_kept() -> None:
+    error = e.Unavailable("job store /var/lib/wk/jobs.sqlite3 is gone; see '/tmp/x y' or C:\\data\\a",
+                          suggestion="GET /v1/jobs/abc/events, /health and /admin/models/m/restart",
+                          details={"file": "/etc/passwd", "n": 3, "ratio": "1/2"})
+    body = error_body(error, "r", CLIENT)["error"]
+    assert body["message"] == "job store <path> is gone; see '<path> y' or <path>"
+    assert body["suggestion"] == error.suggestion
+    assert body["details"] == {"file": "<path>", "n": 3, "ratio": "1/2"}
+    assert error_body(error, "r", ADMIN)["error"]["message"] == error.message
+
+
+def test_a_model_error_of_watchkeepers_own_keeps_its_text() -> None:
+    error = e.ModelError("predict_batch returned 3 outputs for 2 inputs")
+    assert error_body(error, "r", CLIENT)["error"]["message"] == error.message
+
+
+def test_a_stored_job_error_passes_the_same_redaction() -> None:
+    stored = {"type": "model_error", "message": "KeyError: 'secret'", "suggestion": "s"}
+    shown = public_error(stored, CLIENT, "job-req")
+    assert shown["message"] == "the model raised KeyError" and "job-req" in shown["suggestion"]
+    assert public_error(stored, ADMIN, "job-req")["message"] == "KeyError: 'secret'"
+
+
+async def _sent_body(response: object, scope: dict[str, object]) -> bytes:
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    await response(scope, receive, send)  # type: ignore[operator]
+    start = sent[0]
+    length = dict(start["headers"])[b"content-length"]  # type: ignore[call-overload]
+    body = sent[1]["body"]
+    assert int(length) == len(body)  # type: ignore[arg-type]
+    return body  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(("principal", "leaks"), [(CLIENT, False), (ADMIN, True), (None, False)])
+def test_a_response_without_a_principal_is_made_for_the_scopes_caller(
+        principal: Principal | None, leaks: bool) -> None:
+    scope = {"type": "http", "state": {} if principal is None else {"principal": principal}}
+    body = asyncio.run(_sent_body(error_response(MODEL_RAISED, "r"), scope))
+    assert (b"bad pixel" in body) is leaks

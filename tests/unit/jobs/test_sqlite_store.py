@@ -620,8 +620,10 @@ def test_finish_can_refund_the_attempt_of_a_run_never_sent(store: SqliteJobStore
     assert job.state is JobState.FAILED and job.attempts == 0
 
 
-def test_find_by_key_is_per_model(store: SqliteJobStore) -> None:
+def test_find_by_key_is_per_model_and_owner(store: SqliteJobStore) -> None:
     create(store, "a", idempotency_key="k")
-    found = store.find_by_key("echo", "k")
+    found = store.find_by_key("echo", "k", owner="anonymous")
     assert found is not None and found.id == "a"
-    assert store.find_by_key("other", "k") is None and store.find_by_key("echo", "nope") is None
+    assert store.find_by_key("other", "k", owner="anonymous") is None
+    assert store.find_by_key("echo", "nope", owner="anonymous") is None
+    assert store.find_by_key("echo", "k", owner="web") is None
