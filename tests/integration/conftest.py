@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +60,21 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float =
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout_s} s")
         time.sleep(interval_s)
+
+
+def in_background(fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
+    """Run ``fn`` in a thread; the returned dict gets ``result`` (or ``error``) when done."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn(*args, **kw)
+        except Exception as exc:  # surfaced by the test's own asserts
+            box["error"] = exc
+
+    box["thread"] = threading.Thread(target=run, daemon=True)
+    box["thread"].start()
+    return box
 
 
 @dataclass

@@ -4,29 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.integration.conftest import CHAOS, FAST, ServerFactory, wait_for
-
-
-def in_background(fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
-    """Run ``fn`` in a thread; the returned dict gets ``result`` (or ``error``) when done."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn(*args, **kw)
-        except Exception as exc:  # surfaced by the test's own asserts
-            box["error"] = exc
-
-    box["thread"] = threading.Thread(target=run, daemon=True)
-    box["thread"].start()
-    return box
+from tests.integration.conftest import CHAOS, FAST, ServerFactory, in_background, wait_for
 
 
 def test_sigkill_mid_request_still_answers_200(serve: ServerFactory) -> None:

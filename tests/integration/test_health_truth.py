@@ -10,30 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from typing import Any
 
 import psutil
 
-from tests.integration.conftest import CHAOS, FAST, Server, ServerFactory, wait_for
+from tests.integration.conftest import CHAOS, FAST, Server, ServerFactory, in_background, wait_for
 
 HUNGRY = "watchkeeper.apps.chaos:Hungry"  # plans: it has estimate_memory and degrade
-
-
-def in_background(fn: Any, *args: Any, **kw: Any) -> dict[str, Any]:
-    """Run ``fn`` in a thread; the returned dict gets ``result`` (or ``error``) when done."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = fn(*args, **kw)
-        except Exception as exc:  # surfaced by the test's own asserts
-            box["error"] = exc
-
-    box["thread"] = threading.Thread(target=run, daemon=True)
-    box["thread"].start()
-    return box
 
 
 def resume_if_stopped(pid: int) -> None:

@@ -95,7 +95,7 @@ class ResultFiles:
 
     def open(self) -> None:
         """Create the root (once, at start-up) and remember which directory it is."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.close()
         self._fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self._fd)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -68,3 +69,13 @@ def test_a_child_process_does_not_keep_the_lock(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_new_data_dir_and_its_lock_are_the_servers_alone(tmp_path: Path) -> None:
+    data_dir = tmp_path / "fresh" / "data"
+    lock = DataDirLock.acquire(data_dir)
+    try:
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE((data_dir / LOCK_FILE).stat().st_mode) == 0o600
+    finally:
+        lock.release()
