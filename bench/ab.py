@@ -14,7 +14,8 @@ back, ``--model embed`` the real model.
 
 With ``--concurrency N`` (N > 1) it compares throughput instead: rounds of wrk at N against
 each version in turn (the other SIGSTOPped), and prints B/A as the median of the rounds'
-ratios, over the rounds without steal time (``loadgen.STEAL_CLEAN``) when there are any.
+ratios, over the rounds without steal time (``loadgen.STEAL_CLEAN``) when there are any, and
+the front process's CPU time per answered request (a steadier figure of cost than req/s here).
 
 Run: .venv/bin/python bench/ab.py A_SRC B_SRC [--model chaos|embed] [--sleep-ms 13] [--requests 800]
      .venv/bin/python bench/ab.py A_SRC B_SRC --model embed --concurrency 32 [--rounds 9]  (make bench-deps)
@@ -32,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BenchServer, KeepAlivePost, machine
-from loadgen import STEAL_CLEAN, alternate, pause, resume, resumed, wrk, wrk_rate, wrk_script
+from loadgen import STEAL_CLEAN, CpuClock, alternate, pause, resume, resumed, wrk, wrk_rate, wrk_script
 from servers import BODIES, READY_TIMEOUT_S, WARMUP_S, WK_CHAOS, WK_EMBED, chaos_body
 
 WARMUP = 30
@@ -110,8 +111,12 @@ def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> 
         scripts = [wrk_script(body_of(args.model, args.sleep_ms), Path(directory), headers, f"{i}.lua")
                    for i, headers in enumerate(args.headers)]
 
-        def rate(i: int) -> float:
-            return wrk_rate(urls[i], scripts[i], args.concurrency, ROUND_S)
+        def rate(i: int) -> tuple[float, float]:
+            """(req/s, the front process's CPU microseconds per answered request)."""
+            start = CpuClock.now(pids[i])
+            per_s = wrk_rate(urls[i], scripts[i], args.concurrency, ROUND_S)
+            front_s = CpuClock.now(pids[i]).since(start)[1]
+            return per_s, front_s * 1e6 / max(1.0, per_s * ROUND_S)
 
         for url, script in zip(urls, scripts, strict=True):
             wrk(url, script, args.concurrency, WARMUP_S)
@@ -124,14 +129,17 @@ def compare_throughput(args: argparse.Namespace, servers: list[BenchServer]) -> 
             for pid in pids:
                 resume(pid)
     clean = rounds.judged(min_share=0)
-    ratios = [b / a for a, b in zip(rounds["A"], rounds["B"], strict=True)]
+    ratios = [b[0] / a[0] for a, b in zip(rounds["A"], rounds["B"], strict=True)]
+    cpu = {name: statistics.median(v[1] for v in rounds[name]) for name in ("A", "B")}
     workload = f"chaos sleeping {args.sleep_ms:g} ms" if args.model == "chaos" else "embed"
     print(f"# A/B at c={args.concurrency}, {workload}, {args.rounds} rounds of {ROUND_S} s; {machine()}")
     for name, src in (("A", args.a_src), ("B", args.b_src)):
-        shown = ", ".join(f"{v:.0f}" + ("" if r in clean else "*") for r, v in enumerate(rounds[name]))
+        shown = ", ".join(f"{v:.0f}" + ("" if r in clean else "*") for r, (v, _) in enumerate(rounds[name]))
         print(f"{name} {src}: req/s by round {shown}")
     print(f"B / A: {statistics.median(ratios[r] for r in clean):.3f} (median of {len(clean)} rounds; "
           f"* = left out: steal over {STEAL_CLEAN:.0%}); all rounds {statistics.median(ratios):.3f}")
+    print(f"front CPU per request (median of rounds): A {cpu['A']:.1f} us, B {cpu['B']:.1f} us, "
+          f"B - A {cpu['B'] - cpu['A']:+.1f} us")
     return 0
 
 

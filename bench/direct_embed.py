@@ -33,8 +33,11 @@ WARMUP_CALLS = 10
 class DirectEmbed:
     """The benchmark's end: start the subprocess, send commands, read answers."""
 
+    #: The script the subprocess runs (a subclass for another model names its own).
+    SCRIPT = __file__
+
     def __init__(self, threads: int) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, "--threads", str(threads)],
+        self.proc = subprocess.Popen([sys.executable, self.SCRIPT, "--threads", str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
         if self._line(READY_TIMEOUT_S) != "ready":

@@ -1,12 +1,14 @@
 """The servers that bench/serving.py compares, and how each is started, checked and stopped.
 
 watchkeeper (``watchkeeper serve`` via common.BenchServer) and the baselines in
-bench/baselines (LitServe, plain FastAPI), each in its own process group on 127.0.0.1.
+bench/baselines (LitServe, plain FastAPI), each in its own process group on 127.0.0.1; the
+entailment workload has watchkeeper only (its limit is bench/direct_entailment.py).
 A :class:`Spec` says how to start one, where to POST and what a right answer looks like.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
@@ -35,7 +37,18 @@ def chaos_body(sleep_ms: float = 0) -> dict[str, Any]:
     return {"inputs": inputs}
 
 
-BODIES = {"embed": {"inputs": {"text": TEXT}}, "noop": chaos_body()}
+def entailment_body() -> dict[str, Any]:
+    """The entailment request: the probe scene (a 128-pixel PNG, base64) and a sentence."""
+    from direct_entailment import TEXT as SENTENCE
+
+    from watchkeeper.apps.entailment.app import probe_picture
+    from watchkeeper.worker import images
+
+    picture = base64.b64encode(images.png(probe_picture()).data).decode()
+    return {"inputs": {"image": picture, "text": SENTENCE}}
+
+
+BODIES = {"embed": {"inputs": {"text": TEXT}}, "noop": chaos_body(), "entailment": entailment_body()}
 READY_TIMEOUT_S = 180.0  # start-up: import torch, load the model, warm up
 STOP_TIMEOUT_S = 15.0  # SIGTERM -> SIGKILL of a baseline's process group
 WARMUP_S = 3  # wrk at the highest concurrency, not counted
@@ -44,6 +57,8 @@ THREADS_ENV = "BENCH_THREADS"  # read by bench/baselines/minilm.py
 #: watchkeeper's embed configuration (see bench/serving.py; ``--tune`` measures the others).
 WK_EMBED: dict[str, Any] = {"app": "watchkeeper.apps.embed:Embed", "replicas": 1, "threads": CORES,
                             "probe_interval_s": 0, "max_queue": 256}
+WK_ENTAILMENT: dict[str, Any] = {"app": "watchkeeper.apps.entailment:Entailment", "replicas": 1,
+                                 "threads": CORES, "probe_interval_s": 0, "max_queue": 256}
 WK_CHAOS: dict[str, Any] = {"app": "watchkeeper.apps.chaos:Chaos", "probe_interval_s": 0, "max_queue": 256}
 
 
@@ -150,6 +165,12 @@ def embed_specs(wk_keys: dict[str, Any]) -> list[Spec]:
         Spec("FastAPI", lambda: Baseline(uvicorn_server("fastapi_embed"), {THREADS_ENV: threads}),
              "/predict", lambda j: _embedding(j["embedding"])),
     ]
+
+
+def entailment_specs() -> list[Spec]:
+    """watchkeeper alone: no baseline serves this model (its limit is the direct call)."""
+    return [Spec("watchkeeper", lambda: Watchkeeper("entailment", WK_ENTAILMENT),
+                 "/v1/models/entailment/predict", lambda j: j["outputs"]["label"] == "yes")]
 
 
 def noop_specs() -> list[Spec]:

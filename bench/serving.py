@@ -11,6 +11,10 @@ at each concurrency. Two workloads:
          direct call).
   noop   no model: watchkeeper's ``chaos`` model answering ``ok``, a LitServe no-op API, and a
          FastAPI no-op handler (the floor of the HTTP stack, for context).
+  entailment  the ``entailment`` app, one picture (a 128-pixel PNG) and one sentence per request,
+         at c=1 and c=32 only: watchkeeper against its in-process limit, ``predict_batch`` of 32
+         items in a subprocess with no server (bench/direct_entailment.py), measured in the
+         same run, plus ``predict`` of one item there (the direct call).
 
 Every server gets the same torch threads. watchkeeper serves embed with one replica and
 ``threads`` = cores (its default, cores / replicas), chosen with ``--tune`` on 2 idle cores:
@@ -29,7 +33,7 @@ watchkeeper, LitServe and the in-process limit) and ``Paired`` (c=1 bursts of wa
 and the direct call). Prints one markdown table per workload and the paired tables, then the
 targets of issue 3 with met yes/NO. Needs wrk and LitServe: ``make bench-deps``.
 
-Run: .venv/bin/python bench/serving.py [--duration S] [--only embed|noop] [--concurrency 1,8,32,64]
+Run: .venv/bin/python bench/serving.py [--duration S] [--only embed|noop|entailment] [--concurrency 1,8,32,64]
      .venv/bin/python bench/serving.py --tune     # compare watchkeeper configurations for embed
 """
 
@@ -49,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, percentile, rate, table
 from direct_embed import BATCH as DIRECT_BATCH
 from direct_embed import DirectEmbed
+from direct_entailment import BATCH as ENTAILMENT_BATCH
+from direct_entailment import DirectEntailment
 from loadgen import (
     CORES,
     NOISE,
@@ -75,15 +81,20 @@ from servers import (
     BODIES,
     WARMUP_S,
     WK_EMBED,
+    WK_ENTAILMENT,
     Server,
     Spec,
     check_loopback,
     embed_specs,
+    entailment_specs,
     noop_specs,
     shutdown,
     warm,
     wk_embed_spec,
 )
+
+#: The entailment workload's concurrencies (whatever --concurrency says).
+ENTAILMENT_CONCURRENCY = (1, 32)
 
 TUNE: dict[str, dict[str, Any]] = {
     f"replicas 1, threads {CORES}": WK_EMBED,
@@ -132,7 +143,7 @@ def measure(spec: Spec, body: dict[str, Any], concurrencies: Sequence[int], seco
         shutdown(server)
 
 
-def measure_limit(direct: DirectEmbed, seconds: int) -> dict[str, float]:
+def measure_limit(direct: DirectEmbed | DirectEntailment, seconds: int) -> dict[str, float]:
     """The in-process limit and the direct call's latency, alone on the machine (the quietest try)."""
     results: list[dict[str, float]] = []
     for _ in range(RUN_ATTEMPTS):
@@ -208,6 +219,32 @@ def embed_report(results: dict[str, list[Run]], limit: dict[str, float], latency
         throughput_report(throughput), "", paired_report(latency)])
 
 
+def entailment_report(results: dict[str, list[Run]], limit: dict[str, float]) -> str:
+    wk, mark = results["watchkeeper"], "*" if limit["elsewhere"] > NOISE else ""
+    limit_row = ["in-process limit (no server)"]
+    for c in ENTAILMENT_CONCURRENCY:
+        p50s = f"{limit['p50_ms']:.2f} / {limit['p99_ms']:.2f}{mark}" if c == 1 else ""
+        limit_row += [rate(limit["items_per_s"]) + mark, p50s]
+    extra = [[*limit_row, "0"], ratio_row("watchkeeper / in-process limit", wk, limit["items_per_s"])]
+    return "\n".join([
+        "## entailment: one picture and one sentence per request", "",
+        results_table(results, ENTAILMENT_CONCURRENCY, extra), "",
+        f"In-process limit: Entailment.predict_batch() of {ENTAILMENT_BATCH} items per call, items/s, "
+        "alone in a subprocess, measured in this run; its c=1 latency is the direct call, "
+        "Entailment.predict() of one item. req/s counts 2xx answers only.",
+        noise_note(results, limit["elsewhere"])])
+
+
+def run_entailment(seconds: int) -> dict[str, list[Run]]:
+    """The entailment workload: its in-process limit, then watchkeeper at c=1 and c=32."""
+    with DirectEntailment(int(WK_ENTAILMENT["threads"])) as direct:
+        limit = measure_limit(direct, seconds)
+    results = {s.name: measure(s, BODIES["entailment"], ENTAILMENT_CONCURRENCY, seconds)
+               for s in entailment_specs()}
+    print(entailment_report(results, limit), end="\n\n", flush=True)
+    return results
+
+
 def noop_report(results: dict[str, list[Run]], cs: Sequence[int]) -> str:
     wk = results["watchkeeper"]
     extra = [ratio_row("watchkeeper / LitServe", wk, results["LitServe"]),
@@ -258,7 +295,7 @@ def target_rows(latency: Paired | None, throughput: PairedThroughput | None,
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk per run (default 10)")
-    parser.add_argument("--only", choices=["embed", "noop"], help="one workload only")
+    parser.add_argument("--only", choices=["embed", "noop", "entailment"], help="one workload only")
     parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated (default 1,8,32,64)")
     parser.add_argument("--tune", action="store_true", help="compare watchkeeper configurations for embed")
     args = parser.parse_args()
@@ -308,9 +345,14 @@ def run(args: argparse.Namespace) -> None:
     if args.only in (None, "noop"):
         noop = {s.name: measure(s, BODIES["noop"], cs, seconds) for s in noop_specs()}
         print(noop_report(noop, cs), end="\n\n", flush=True)
+    entailment = run_entailment(seconds) if args.only in (None, "entailment") else None
     for title, results in (("embed", embed), ("noop", noop)):
         if results:
             print(cpu_report(title, results, cs), end="\n\n")
+    if entailment:
+        print(cpu_report("entailment", entailment, ENTAILMENT_CONCURRENCY), end="\n\n")
+    if args.only == "entailment":
+        return
     print("## targets (issue 3; * : a run it compares was disturbed by other processes)\n")
     print(table(["target", "measured", "met"], target_rows(latency, throughput, noop)))
 

@@ -54,6 +54,7 @@ MODULE_PROCESSES = {
     "config.py": "front",
     "config_loading.py": "front",
     "logs.py": "every process",
+    "model_cache.py": "worker, template, CLI",
     "cli/main.py": "front (`serve`), CLI (`check`)",
     "worker/__main__.py": "worker",
     "worker/loop.py": "worker",

@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 
 import annotated_types
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -62,6 +62,8 @@ def _spelled(annotation: object, where: str) -> str:
     if origin is list:
         return f"list of {_plural(_spelled(args[0], where))}"
     if origin is dict:
+        if args[1] is JsonValue:
+            return "table (any TOML values)"
         return f"table of {_plural(_spelled(args[1], where))}"
     if annotation in _PLAIN_TYPES:
         return _PLAIN_TYPES[annotation]

@@ -7,6 +7,7 @@ The public API is the model contract (see ``watchkeeper.contract``)::
     class MyModel(wk.Model):
         class Inputs(wk.Inputs): ...
         class Params(wk.Params): ...
+        class Options(wk.Options): ...          # [models.NAME.options] in the config
         def setup(self, device): ...
         def predict(self, inputs, params): ...   # or (self, inputs, params, progress)
 """
@@ -17,13 +18,17 @@ from watchkeeper.contract import (
     ImageInput,
     Inputs,
     Model,
+    ModelFile,
+    NoOptions,
     NoParams,
+    Options,
     Params,
     ProgressFn,
     no_progress,
 )
 
-__all__ = ["Blob", "Example", "ImageInput", "Inputs", "Model", "NoParams", "Params", "ProgressFn",
+__all__ = ["Blob", "Example", "ImageInput", "Inputs", "Model", "ModelFile", "NoOptions", "NoParams",
+           "Options", "Params", "ProgressFn",
            "__version__", "no_progress"]
 
 __version__ = "0.1.0"

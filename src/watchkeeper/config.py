@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     StrictFloat,
     StrictInt,
     StringConstraints,
@@ -32,6 +33,7 @@ from pydantic import (
 __all__ = [
     "BUILTIN_APPS",
     "BUILTIN_SOURCE",
+    "DEFAULT_CACHE_DIR",
     "MODEL_NAME_PATTERN",
     "Config",
     "JobsConfig",
@@ -39,11 +41,15 @@ __all__ = [
     "ServerConfig",
 ]
 
+#: ``server.cache_dir`` when unset (``~`` is expanded where it is used).
+DEFAULT_CACHE_DIR = "~/.cache/watchkeeper"
+
 #: Model name -> import path of its class: what ``watchkeeper serve`` serves with no config.
 #: (Strings only: the front never imports the app modules, ``watchkeeper.apps``.)
 BUILTIN_APPS: dict[str, str] = {
     "cartoon": "watchkeeper.apps.cartoon:Cartoon",
     "embed": "watchkeeper.apps.embed:Embed",
+    "entailment": "watchkeeper.apps.entailment:Entailment",
     "img2video": "watchkeeper.apps.img2video:Img2Video",
 }
 
@@ -74,9 +80,10 @@ class ServerConfig(_Frozen):
         description="Directory for durable state (the job store, job results); `~` is expanded.",
     )
     cache_dir: Path = Field(
-        default_factory=lambda: Path("~/.cache/watchkeeper").expanduser(),
-        description="Directory of downloaded model weights, shared by all workers; "
-        "`~` is expanded.",
+        default_factory=lambda: Path(DEFAULT_CACHE_DIR).expanduser(),
+        description="The model cache: the files models declare (weights) are copied and "
+        "checked in `cache_dir/models/NAME/`, shared by all workers; `~` is expanded. "
+        "`watchkeeper models list` shows them.",
     )
     grace_period_s: StrictFloat = Field(
         default=30.0,
@@ -322,6 +329,13 @@ class ModelConfig(_Frozen):
         description="Device memory (GB) used to choose the model's parameter profile "
         "(its limits by hardware); unset: the GPU's memory, or the machine's RAM on CPU.",
     )
+    options: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="The `[models.NAME.options]` table: settings for the model class itself "
+        "(e.g. `weights = \"/path/to/other.safetensors\"`), checked by the model's own "
+        "`Options` class when a worker loads it; a bad key fails the load at once and "
+        "`/health` names it (`watchkeeper models check` checks them without a server).",
+    )
     fork_from_template: bool = Field(
         default=True,
         description="Load the model once in a template process and fork workers from it, "
@@ -360,6 +374,32 @@ class ModelConfig(_Frozen):
         gt=0,
         description="Longest wait between restarts of a crashing worker "
         "(the back-off doubles up to this).",
+    )
+    max_requests: StrictInt = Field(
+        default=0,
+        ge=0,
+        description="Requests a worker serves before it is recycled (a fresh one started "
+        "first, so no capacity is lost), as gunicorn's `max_requests`. 0: off.",
+    )
+    max_requests_jitter: StrictInt = Field(
+        default=0,
+        ge=0,
+        description="A random 0..N added to `max_requests` per worker, so replicas started "
+        "together do not recycle together.",
+    )
+    recycle_rss_growth_mb: StrictFloat = Field(
+        default=1024.0,
+        ge=0,
+        description="Recycle a worker whose resident memory grew more than this (MiB) above "
+        "its own baseline (read after its first 20 requests): a leak, replaced before the "
+        "kernel's OOM killer ends it mid-request. 0: off.",
+    )
+    recycle_latency_factor: StrictFloat | None = Field(
+        default=None,
+        gt=1,
+        description="Recycle a worker whose time per request, for one batch size, drifted "
+        "past this factor of its own early baseline. Unset: off (latency also drifts with "
+        "load and neighbours, so this is for models known to slow down as they age).",
     )
 
     @field_validator("app")

@@ -35,6 +35,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 from pydantic import (
@@ -50,7 +51,8 @@ from pydantic_core import CoreSchema, core_schema
 
 from watchkeeper.protocol.blob import Blob
 
-__all__ = ["Model", "Inputs", "Params", "NoParams", "Example", "Blob", "ImageInput", "as_bytes",
+__all__ = ["Model", "Inputs", "Params", "NoParams", "Options", "NoOptions", "ModelFile", "Example",
+           "Blob", "ImageInput", "as_bytes",
            "ProgressFn", "no_progress",
            "CleanText", "CleanTextOrEmpty", "CLEAN_TEXT_NOTE", "MAX_COMBINING_RUN", "clean_text"]
 
@@ -72,6 +74,36 @@ class Params(BaseModel):
 
 class NoParams(Params):
     """A model that takes no parameters."""
+
+
+class Options(BaseModel):
+    """Base of a model's options: the ``[models.NAME.options]`` table of the config, given to
+    the model once at load (e.g. another weights file). Unknown keys are refused; an invalid
+    table fails the load at once, naming the key (retrying cannot help)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoOptions(Options):
+    """A model that takes no options."""
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A file a model needs, checked before ``setup`` (see ``watchkeeper.model_cache``).
+
+    ``name`` is the file's name in the model's folder of the cache (``cache_dir/models/NAME/``)
+    and what ``Model.file(name)`` takes; ``sha256`` the hex digest it must have (None: not
+    checked); ``source`` a local file copied into the cache when the cached copy is missing
+    (e.g. weights shipped in the package); ``path`` a file used where it is, not cached (e.g.
+    one named by an option). A missing or mismatched file fails the load, naming the file
+    and the expected digest.
+    """
+
+    name: str
+    sha256: str | None = None
+    source: Path | None = None
+    path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +273,10 @@ CleanText = Annotated[str, _TextHygiene(allow_empty=False)]
 CleanTextOrEmpty = Annotated[str, _TextHygiene(allow_empty=True)]
 
 
+#: ``Options`` under another name: inside ``Model`` the name is the class attribute.
+_AnyOptions = Options
+
+
 class Model:
     """Base class of a served model. Subclasses set ``Inputs``/``Params`` and override methods.
 
@@ -255,9 +291,28 @@ class Model:
     #: Parameter limits by device memory: ``{12: {"resolution": 512}, 24: {...}}`` (GB ->
     #: a maximum per param, or a list of allowed values); see ``watchkeeper.worker.profiles``.
     profiles: ClassVar[dict[float, dict[str, Any]]] = {}
+    #: The ``[models.NAME.options]`` table, validated; the instance is ``self.options``.
+    Options: ClassVar[type[Options]] = NoOptions
+
+    #: Set by the worker before ``setup``: the validated options and the checked files.
+    options: _AnyOptions
+    _files: dict[str, Path]
+
+    @classmethod
+    def files(cls, options: Any) -> list[ModelFile]:
+        """The files this model needs with these options (checked before ``setup``)."""
+        return []
+
+    def file(self, name: str) -> Path:
+        """The checked local path of the declared file ``name`` (valid in ``setup`` on)."""
+        files = getattr(self, "_files", {})
+        if name not in files:
+            raise KeyError(f"{type(self).__name__} declares no file {name!r} (declared: "
+                           f"{', '.join(sorted(files)) or 'none'}); list it in files()")
+        return files[name]
 
     def setup(self, device: str) -> None:
-        """Load weights (from the local cache) and move them to ``device``."""
+        """Load weights (``self.file(name)``) and move them to ``device``."""
 
     def predict(self, inputs: Any, params: Any) -> dict[str, Any]:
         """Run one request: validated ``Inputs`` and ``Params`` in, a dict of outputs out.

@@ -161,7 +161,7 @@ def test_health_reports_models_replicas_and_resources(srv: Server) -> None:
     assert set(replica["startup_ms"]) == {"fork", "warmup"}  # forked from the template
     template = cartoon["template"]
     assert template["state"] == "ready"
-    assert set(template["startup_ms"]) == {"import", "setup"}
+    assert set(template["startup_ms"]) == {"import", "prepare", "setup"}
     resources = health["resources"]
     assert resources["memory"]["total_bytes"] > 0
     assert {d["path"] for d in resources["disks"]} >= {str(p) for p in ()}

@@ -4,7 +4,10 @@ Not served unless configured (they are not in ``BUILTIN_APPS``); point a model a
 ``watchkeeper.apps.chaos:Chaos`` in a configuration file to drill an instance. Runs in worker
 processes, and the faults are real: ``hang`` and ``spin`` never return, ``crash`` ends the
 process with exit code 13, ``segfault`` dies of SIGSEGV, ``alloc`` leaks resident memory (and
-raises a real MemoryError under a memory limit). Never call those actions in the test process.
+raises a real MemoryError under a memory limit), and so does ``leak``: each request keeps its
+``mb`` MiB for the worker's lifetime and answers normally (with the worker's pid), the slow
+leak that recycling (``supervision.recycling``) must catch with no failed request. Never
+call those actions in the test process.
 
 - :class:`Chaos` does what its ``action`` input says; ``WK_CHAOS_SETUP_DELAY_S`` (seconds)
   makes its ``setup`` slow, for tests of start-up states. For jobs: ``work`` sleeps
@@ -51,7 +54,7 @@ SETUP_FAIL_FILE_ENV = "WK_CHAOS_SETUP_FAIL_FILE"
 CHILD_COMMAND = ("sleep", "1000")
 
 Action = Literal["ok", "sleep", "work", "stall", "hang", "spin", "crash", "segfault", "raise", "alloc",
-                 "child", "object", "undecodable"]
+                 "leak", "child", "object", "undecodable"]
 
 
 class Chaos(contract.Model):
@@ -60,7 +63,8 @@ class Chaos(contract.Model):
     class Inputs(contract.Inputs):
         action: Action = Field("ok", description="What to do; see the module docstring.")
         seconds: float = Field(1.0, ge=0, le=3600, description="How long `sleep` sleeps.")
-        mb: int = Field(100, ge=0, le=65536, description="MiB that `alloc` allocates and keeps.")
+        mb: int = Field(100, ge=0, le=65536,
+                        description="MiB that `alloc` (or `leak`) allocates and keeps.")
         tag: contract.CleanTextOrEmpty = Field(
             "", max_length=200,
             description="Free text, to make inputs distinct (invisible characters removed).",
@@ -116,6 +120,8 @@ class Chaos(contract.Model):
             raise RuntimeError("chaos: raised on request")
         elif action == "alloc":
             return {"ok": True, "allocated_mb": self._leak(inputs.mb)}
+        elif action == "leak":
+            return {"ok": True, "leaked_mb": self._leak(inputs.mb), "pid": os.getpid()}
         elif action == "child":
             return {"ok": True, "child_pid": self._start_child(inputs.seconds)}
         elif action == "object":

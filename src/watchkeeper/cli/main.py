@@ -9,7 +9,9 @@ the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
 
 ``watchkeeper jobs ...`` (submit, status, wait, cancel, result, list) drives durable jobs
 through the HTTP API; see ``watchkeeper.cli.jobs``. ``watchkeeper keys ...`` (add, list,
-revoke) edits the API key file; see ``watchkeeper.cli.keys``.
+revoke) edits the API key file; see ``watchkeeper.cli.keys``. ``watchkeeper models list|check``
+shows the configured models' files in the model cache; see ``watchkeeper.cli.models``.
+``watchkeeper doctor [LOGFILE|-]`` diagnoses a server from its JSON log; see ``watchkeeper.cli.doctor``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import Any
 
 import httpx
 
+from watchkeeper.cli.doctor import add_doctor_command
 from watchkeeper.cli.jobs import add_job_commands
 from watchkeeper.cli.keys import add_key_commands
+from watchkeeper.cli.models import add_model_commands
 from watchkeeper.errors import ConfigError
 
 __all__ = ["main"]
@@ -55,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_check)
 
     add_job_commands(commands)
+    add_doctor_command(commands)
     add_key_commands(commands)
+    add_model_commands(commands)
     return parser
 
 

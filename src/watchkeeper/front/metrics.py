@@ -39,66 +39,26 @@ from prometheus_client import (
 )
 
 __all__ = [
-    "HTTP_STATUSES",
-    "JOB_STATES",
-    "MODEL_STATES",
-    "REPLICA_STATES",
-    "REQUEUE_REASONS",
-    "ModelRequests",
-    "count_job_finished",
-    "count_job_requeued",
-    "count_job_submitted",
-    "count_job_store_failure",
-    "set_job_store",
-    "STORE_FAULTS",
-    "count_restart",
-    "count_template_restart",
-    "requests_of",
-    "set_jobs",
-    "set_model",
-    "set_probe",
-    "set_startup",
-    "set_worker_rss",
-    "INFERENCE_SECONDS",
-    "JOBS",
-    "JOBS_FINISHED_TOTAL",
-    "JOBS_REQUEUED_TOTAL",
-    "JOBS_SUBMITTED_TOTAL",
-    "JOB_DURATION_SECONDS",
-    "JOB_STORE_BYTES",
-    "JOB_STORE_FAILURES_TOTAL",
-    "JOB_STORE_WRITABLE",
-    "JOBS_OLDEST_QUEUED_SECONDS",
-    "LATENCY_BUCKETS",
-    "MODEL_STATE",
-    "PROBE_LATENCY_SECONDS",
-    "PROBE_SUCCESS",
-    "QUARANTINED_INPUTS",
-    "QUEUE_DEPTH",
-    "QUEUE_WAIT_SECONDS",
-    "REGISTRY",
-    "REPLICAS",
-    "REQUESTS_TOTAL",
-    "REQUEST_DURATION_SECONDS",
-    "RESTART_REASONS",
-    "STARTUP_PHASES",
-    "STARTUP_SECONDS",
-    "TEMPLATE_RESTARTS_TOTAL",
-    "TEMPLATE_RESTART_REASONS",
-    "WORKER_RESTARTS_TOTAL",
-    "WORKER_RSS_BYTES",
-    "CONNECTION_CLOSE_REASONS",
-    "CONNECTIONS_CLOSED_TOTAL",
-    "CONNECTIONS_OPEN",
-    "EVENT_STREAMS",
-    "EVENT_STREAMS_REFUSED_TOTAL",
-    "STREAM_CAPS",
-    "count_connection_closed",
-    "count_stream_refused",
-    "set_connections",
-    "set_event_streams",
-    "render",
-    "set_state",
+    "CONNECTIONS_CLOSED_TOTAL", "CONNECTIONS_OPEN", "CONNECTION_CLOSE_REASONS",
+    "DEGRADATIONS_TOTAL", "DEGRADE_CAUSES", "DEVICE_MEMORY_TOTAL_BYTES",
+    "DEVICE_MEMORY_USED_BYTES", "DISK_FREE_BYTES", "DISK_SIZE_BYTES", "ERROR_TYPES",
+    "EVENT_STREAMS", "EVENT_STREAMS_REFUSED_TOTAL", "HTTP_STATUSES", "INFERENCE_SECONDS",
+    "JOBS", "JOBS_FINISHED_TOTAL", "JOBS_OLDEST_QUEUED_SECONDS", "JOBS_REQUEUED_TOTAL",
+    "JOBS_SUBMITTED_TOTAL", "JOB_DURATION_SECONDS", "JOB_STATES", "JOB_STORE_BYTES",
+    "JOB_STORE_FAILURES_TOTAL", "JOB_STORE_WRITABLE", "LATENCY_BUCKETS",
+    "LATENCY_TARGET_FRACTION", "LATENCY_TARGET_SECONDS", "MEMORY_BUDGET_BYTES",
+    "MEMORY_BUDGET_FRACTION", "MEMORY_RESERVED_BYTES", "MODEL_STATE", "MODEL_STATES",
+    "ModelRequests", "PROBE_LATENCY_SECONDS", "PROBE_SUCCESS", "QUARANTINED_INPUTS",
+    "QUEUE_DEPTH", "QUEUE_EXPECTED_WAIT_SECONDS", "QUEUE_LIMIT", "QUEUE_WAIT_SECONDS",
+    "REGISTRY", "REPLICAS", "REPLICA_STATES", "REQUESTS_TOTAL", "REQUEST_DURATION_SECONDS",
+    "RECYCLE_CAUSES", "REQUEST_ERRORS_TOTAL", "REQUEUE_REASONS", "RESTART_REASONS", "STARTUP_PHASES",
+    "STARTUP_SECONDS", "STORE_FAULTS", "STREAM_CAPS", "TEMPLATE_RESTARTS_TOTAL",
+    "TEMPLATE_RESTART_REASONS", "WORKER_RECYCLES_TOTAL", "WORKER_RESTARTS_TOTAL", "WORKER_RSS_BYTES",
+    "count_connection_closed", "count_job_finished", "count_recycle", "count_job_requeued",
+    "count_job_store_failure", "count_job_submitted", "count_restart", "count_stream_refused",
+    "count_template_restart", "render", "requests_of", "set_connections", "set_event_streams",
+    "set_job_store", "set_jobs", "set_model", "set_model_limits", "set_probe", "set_resources",
+    "set_startup", "set_state", "set_worker_rss",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -122,7 +82,7 @@ RESTART_REASONS: tuple[str, ...] = (
 #: frame the front cannot read (``bad_frame``), or exited by itself (``exit``).
 TEMPLATE_RESTART_REASONS: tuple[str, ...] = ("frozen", "bad_frame", "exit")
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
-STARTUP_PHASES: tuple[str, ...] = ("import", "setup", "fork", "warmup")
+STARTUP_PHASES: tuple[str, ...] = ("import", "prepare", "setup", "fork", "warmup")
 #: HTTP statuses a predict request is answered with (``status`` label of REQUESTS_TOTAL).
 HTTP_STATUSES: tuple[str, ...] = (
     "200", "400", "401", "403", "404", "405", "409", "413", "422", "429", "500", "502", "503",
@@ -253,19 +213,25 @@ class ModelRequests:
         self._inference_seconds = INFERENCE_SECONDS.labels(model)
         self._queue_wait_seconds = QUEUE_WAIT_SECONDS.labels(model)
 
-    def answered(self, status: int, seconds: float) -> None:
-        """A request was answered with ``status`` after ``seconds``."""
+    def answered(self, status: int, seconds: float, error: str | None = None) -> None:
+        """A request was answered with ``status`` after ``seconds`` (``error``: its type)."""
         counter = self._answered.get(status)
         if counter is None:
             counter = REQUESTS_TOTAL.labels(self.model, _checked(str(status), HTTP_STATUSES, "status"))
             self._answered[status] = counter
         counter.inc()
         self._request_seconds.observe(seconds)
+        if error is not None:
+            REQUEST_ERRORS_TOTAL.labels(self.model, _checked(error, ERROR_TYPES, "error")).inc()
 
-    def ran(self, queue_s: float, inference_s: float) -> None:
-        """A request waited ``queue_s`` for a worker, then ran for ``inference_s``."""
+    def ran(self, queue_s: float, inference_s: float, degraded: dict[str, Any] | None = None) -> None:
+        """A request waited ``queue_s`` for a worker, then ran for ``inference_s`` (on a
+        lower rung when ``degraded``: its ``reason`` says ``memory: ...`` or an out-of-memory)."""
         self._queue_wait_seconds.observe(queue_s)
         self._inference_seconds.observe(inference_s)
+        if degraded is not None:
+            cause = "memory" if str(degraded.get("reason", "")).startswith("memory") else "out_of_memory"
+            DEGRADATIONS_TOTAL.labels(self.model, cause).inc()
 
 
 _REQUESTS: dict[str, ModelRequests] = {}
@@ -400,6 +366,82 @@ def set_event_streams(open_now: int) -> None:
     EVENT_STREAMS.set(open_now)
 
 
+#: Error types a request can be answered with (``error`` label of REQUEST_ERRORS_TOTAL; a
+#: test checks it against ``watchkeeper.errors``). Why a request ran degraded (``cause`` of
+#: DEGRADATIONS_TOTAL): admission chose a lower rung (``memory``), or it ran out of memory.
+ERROR_TYPES: tuple[str, ...] = (
+    "internal_error", "bad_input", "invalid_input", "payload_too_large", "unauthenticated",
+    "forbidden", "not_found", "conflict", "cancelled", "input_quarantined", "overloaded",
+    "unavailable", "out_of_memory", "deadline_exceeded", "worker_crashed", "model_error",
+)  # fmt: skip
+DEGRADE_CAUSES: tuple[str, ...] = ("memory", "out_of_memory")
+#: A model's latency target is this share of its ``timeout_s``: past it, a slowdown of the
+#: same size again makes requests time out (504). The alert compares the p95 with it.
+LATENCY_TARGET_FRACTION = 0.5
+
+REQUEST_ERRORS_TOTAL = Counter(_P + "request_errors", "Requests answered with an error, by model and "
+                               "error type (a refusal's reason).", ("model", "error"), registry=REGISTRY)
+DEGRADATIONS_TOTAL = Counter(_P + "degradations", "Requests answered with smaller params than asked, "
+                             "by model and cause.", ("model", "cause"), registry=REGISTRY)
+LATENCY_TARGET_SECONDS = Gauge(_P + "latency_target_seconds", "The p95 latency a model should stay "
+                               "under: half its timeout_s.", ("model",), registry=REGISTRY)
+QUEUE_LIMIT = Gauge(_P + "queue_limit", "A model's max_queue: a request past it gets 429.", ("model",),
+                    registry=REGISTRY)
+QUEUE_EXPECTED_WAIT_SECONDS = Gauge(_P + "queue_expected_wait_seconds", "How long a request queued "
+                                    "now would likely wait (for shedding).", ("model",), registry=REGISTRY)
+MEMORY_BUDGET_BYTES = Gauge(_P + "memory_budget_bytes", "Memory requests may hold at once on a budget "
+                            "(a device, or a model's own).", ("budget",), registry=REGISTRY)
+MEMORY_RESERVED_BYTES = Gauge(_P + "memory_reserved_bytes", "Memory reserved now by the batches running "
+                              "on a budget.", ("budget",), registry=REGISTRY)
+MEMORY_BUDGET_FRACTION = Gauge(_P + "memory_budget_fraction", "server.memory_budget_fraction: a device's "
+                               "memory share to use.", registry=REGISTRY)
+DEVICE_MEMORY_USED_BYTES = Gauge(_P + "device_memory_used_bytes", "Memory in use on a device (cpu: "
+                                 "RAM not available; cuda:N: NVML).", ("device",), registry=REGISTRY)
+DEVICE_MEMORY_TOTAL_BYTES = Gauge(_P + "device_memory_total_bytes", "Memory of a device.", ("device",),
+                                  registry=REGISTRY)
+DISK_FREE_BYTES = Gauge(_P + "disk_free_bytes", "Free bytes on the disk of the data dir, of the cache.",
+                        ("path",), registry=REGISTRY)
+DISK_SIZE_BYTES = Gauge(_P + "disk_size_bytes", "Size of the disk of the data dir, of the model cache.",
+                        ("path",), registry=REGISTRY)
+
+
+def set_model_limits(model: str, timeout_s: float, max_queue: int, expected_wait_s: float,
+                     budgets: list[dict[str, Any]], budget_fraction: float | None) -> None:
+    """A model's figures read at scrape time: its latency target, queue limit, expected wait
+    and its memory budgets (``Ledger.to_dict()``: device, budget_bytes, reserved_bytes)."""
+    LATENCY_TARGET_SECONDS.labels(model).set(timeout_s * LATENCY_TARGET_FRACTION)
+    QUEUE_LIMIT.labels(model).set(max_queue)
+    QUEUE_EXPECTED_WAIT_SECONDS.labels(model).set(expected_wait_s)
+    for budget in budgets:
+        MEMORY_BUDGET_BYTES.labels(budget["device"]).set(budget["budget_bytes"])
+        MEMORY_RESERVED_BYTES.labels(budget["device"]).set(budget["reserved_bytes"])
+    if budget_fraction is not None:
+        MEMORY_BUDGET_FRACTION.set(budget_fraction)
+
+
+def set_resources(devices: list[tuple[str, int, int]], disks: list[tuple[str, int, int]]) -> None:
+    """The resource monitor's latest reading: (device, used, total) and (path, free, size) bytes."""
+    for device, used, total in devices:
+        DEVICE_MEMORY_USED_BYTES.labels(device).set(used)
+        DEVICE_MEMORY_TOTAL_BYTES.labels(device).set(total)
+    for path, free, size in disks:
+        DISK_FREE_BYTES.labels(path).set(free)
+        DISK_SIZE_BYTES.labels(path).set(size)
+
+
 def render() -> tuple[bytes, str]:
     """Return the body and the content type of the ``/metrics`` response."""
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+#: Why the supervisor replaced a live worker (``cause`` label of WORKER_RECYCLES_TOTAL):
+#: ``supervision.recycling.RecycleCause``.
+RECYCLE_CAUSES: tuple[str, ...] = ("max_requests", "rss_growth", "latency")
+WORKER_RECYCLES_TOTAL = Counter(
+    _P + "worker_recycles", "Live workers replaced (a fresh one started first), by cause: "
+    "max_requests, rss_growth (a leak), latency (drift).", ("model", "cause"), registry=REGISTRY,
+)  # fmt: skip
+
+
+def count_recycle(model: str, cause: str) -> None:
+    WORKER_RECYCLES_TOTAL.labels(model, _checked(cause, RECYCLE_CAUSES, "cause")).inc()

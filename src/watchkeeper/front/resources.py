@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 
+from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
 
 __all__ = [
@@ -302,6 +303,10 @@ class ResourceMonitor:
 
     def _succeeded(self, snapshot: ResourceSnapshot) -> None:
         self._snapshot = snapshot
+        metrics.set_resources(
+            [("cpu", snapshot.memory.used_bytes, snapshot.memory.total_bytes)]
+            + [(f"cuda:{gpu.index}", gpu.used_bytes, gpu.total_bytes) for gpu in snapshot.gpus],
+            [(disk.path, disk.free_bytes, disk.total_bytes) for disk in snapshot.disks])
         if self._last_error is not None:
             log_event(log, "resources.recovered", previous_error=self._last_error)
             self._last_error = None

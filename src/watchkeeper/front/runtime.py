@@ -51,7 +51,8 @@ class Runtime:
         level = config.server.log_level
         self.ledgers = Ledgers(config.server.memory_budget_fraction, free_device_bytes)
         self.services = {
-            name: ModelService(name, cfg, log_level=level, ledgers=self.ledgers)
+            name: ModelService(name, cfg, log_level=level, ledgers=self.ledgers,
+                               cache_dir=config.server.cache_dir)
             for name, cfg in config.models.items()
         }
         server = config.server
@@ -119,6 +120,14 @@ class Runtime:
             ) from None
 
     # --- health --------------------------------------------------------------------
+
+    def watch_problem(self) -> str | None:
+        """Why the systemd watchdog must not be fed (``front.systemd_notify``): a model whose
+        supervisor's watch task is not running; None when every watch runs."""
+        for name, service in self.services.items():
+            if not service.supervisor.watching():
+                return f"the supervisor watch of model '{name}' is not running"
+        return None
 
     def model_states(self) -> dict[str, str]:
         return {name: s.state.value for name, s in self.services.items()}

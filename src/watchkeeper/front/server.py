@@ -18,6 +18,9 @@ Shutdown on SIGTERM or SIGINT, each step bounded:
 4. The app's lifespan ends: the runtime awaits the same drain (a job with no open
    connection still gets its grace period), then stops the workers (Stop, then SIGKILL after
    ``supervisor.STOP_TIMEOUT_S``) and closes the job store.
+
+Under systemd (``NOTIFY_SOCKET`` set), ``front.systemd_notify`` sends READY=1 once uvicorn
+serves, STATUS lines and watchdog pings from this loop, and STOPPING=1 when the drain starts.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import uvicorn
 
 from watchkeeper.config import Config
 from watchkeeper.front.runtime import Runtime
+from watchkeeper.front.systemd_notify import SystemdLink, status_line
 from watchkeeper.http.app import create_app
 from watchkeeper.http.connections import ConnectionLimits, fit_open_files, protocol_class
 
@@ -42,14 +46,25 @@ UVICORN_GRACE_MARGIN_S = 2.0
 class FrontServer(uvicorn.Server):
     """uvicorn's server, with the runtime's drain started by the first exit signal."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Runtime,
+                 systemd: SystemdLink | None = None) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.systemd = systemd
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        try:
+            await super().serve(sockets)
+        finally:
+            if self.systemd is not None:
+                await self.systemd.close()
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        await super().startup(sockets)
+        if self.started and self.systemd is not None:
+            self.systemd.serving()  # listening, the runtime started: READY=1 (systemd_notify)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.should_exit:
@@ -62,13 +77,18 @@ class FrontServer(uvicorn.Server):
 
     def _start_drain(self) -> None:
         assert self._loop is not None
+        if self.systemd is not None:
+            self.systemd.stopping()
         self._loop.create_task(self.runtime.drain())
 
 
 def run_front(config: Config) -> None:
     """Serve until a signal; returns after the shutdown sequence (workers stopped)."""
     runtime = Runtime(config)
-    FrontServer(uvicorn_config(config, runtime), runtime).run()
+    systemd = SystemdLink.from_environ(
+        status=lambda stopping: status_line(*runtime.ready()[1:], stopping or runtime.shutting_down),
+        watch_problem=runtime.watch_problem)
+    FrontServer(uvicorn_config(config, runtime), runtime, systemd).run()
 
 
 def uvicorn_config(config: Config, runtime: Runtime) -> uvicorn.Config:

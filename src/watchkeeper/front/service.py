@@ -15,11 +15,12 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 
-from watchkeeper.config import ModelConfig
+from watchkeeper.config import DEFAULT_CACHE_DIR, ModelConfig
 from watchkeeper.errors import (
     DeadlineExceeded,
     InvalidInput,
@@ -52,7 +53,7 @@ class ModelService:
     """Everything the front runs for one configured model."""
 
     def __init__(self, name: str, config: ModelConfig, *, log_level: str = "info",
-                 ledgers: Ledgers | None = None) -> None:
+                 ledgers: Ledgers | None = None, cache_dir: Path = Path(DEFAULT_CACHE_DIR)) -> None:
         self.name = name
         self.config = config
         self._ledgers = ledgers
@@ -71,6 +72,7 @@ class ModelService:
             on_lost=lambda replica, desc: self.scheduler.on_replica_lost(replica, desc),
             on_failed=lambda reason: self.scheduler.fail_all(self._failed_error()),
             on_progress=lambda replica, message: self.scheduler.on_progress(replica, message),
+            cache_dir=cache_dir,
         )
         self.supervisor.schema_callback = self._set_schema
         self.scheduler = Scheduler(
@@ -258,7 +260,7 @@ class ModelService:
 
     def _observe(self, pending: Pending, outcome: Outcome | None, error: WatchkeeperError | None) -> None:
         if outcome is not None:
-            self.requests.ran(outcome.queue_ms / 1000, outcome.infer_ms / 1000)
+            self.requests.ran(outcome.queue_ms / 1000, outcome.infer_ms / 1000, outcome.degraded)
 
     # --- views -----------------------------------------------------------------------
 
@@ -322,6 +324,10 @@ class ModelService:
         states = [s.replica.state.value if s.replica else "dead" for s in self.supervisor.slots]
         metrics.set_model(self.name, self.state.value, states, self.scheduler.depth,
                           len(self.quarantine))
+        metrics.set_model_limits(self.name, self.config.timeout_s, self.config.max_queue,
+                                 self.scheduler.expected_wait_s(),
+                                 self.admission.describe(self.supervisor.replicas()),
+                                 self._ledgers.fraction if self._ledgers else None)
 
     @staticmethod
     def _slot_health(slot: Any) -> dict[str, Any]:

@@ -89,7 +89,7 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     except errors.WatchkeeperError as exc:
         status = status_of(exc)
         label = name if name in runtime.services else UNKNOWN_MODEL
-        metrics.requests_of(label).answered(status, time.perf_counter() - started)
+        metrics.requests_of(label).answered(status, time.perf_counter() - started, exc.type)
         log_event(log, "request.error", logging.WARNING, request_id=request_id, model=name,
                   status=status, error=exc.type, message=exc.message, total_ms=_ms_since(started),
                   params=params, timeout_s=timeout_s)
@@ -99,7 +99,7 @@ async def handle_predict(runtime: Runtime, name: str, request: Request) -> Respo
     log_event(log, "request.end", request_id=request_id, model=name, status=200,
               queue_ms=round(outcome.queue_ms, 2), inference_ms=round(outcome.infer_ms, 2),
               total_ms=total_ms, worker_pid=outcome.worker_pid, attempts=outcome.runs,
-              params=params, timeout_s=timeout_s)
+              params=params, timeout_s=timeout_s, degraded=outcome.degraded)
     body_out: dict[str, Any] = {
         "request_id": request_id,
         "model": name,

@@ -37,6 +37,8 @@ from typing import Any
 __all__ = [
     "ExitCode",
     "WorkerSpec",
+    "PERMANENT_EXITS",
+    "PERMANENT_STAGES",
     "ModelSchema",
     "Item",
     "RunBatch",
@@ -70,6 +72,13 @@ class ExitCode(enum.IntEnum):
     OK = 0
     LOAD_FAILED = 3  # setup() or the warm-up failed: counted against load_retries
     APP_NOT_FOUND = 4  # the app's import path cannot be imported: retrying cannot help
+    BAD_SETUP = 5  # the model's options are invalid or a declared file is missing or wrong: ditto
+
+
+#: Exits after which starting the worker again cannot help (the model is marked failed).
+PERMANENT_EXITS = frozenset({ExitCode.APP_NOT_FOUND, ExitCode.BAD_SETUP})
+#: Load stages whose failure retrying cannot help (see ``watchkeeper.worker.loading``).
+PERMANENT_STAGES = frozenset({"import", "prepare"})
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ class WorkerSpec:
     log_level: str = "info"
     memory_limit_mb: float | None = None  # address space allowed above the size after warm-up
     device_memory_gb: float | None = None  # overrides the device's, to choose a profile
+    options: dict[str, Any] = field(default_factory=dict)  # the [models.NAME.options] table
+    cache_dir: str = "~/.cache/watchkeeper"  # server.cache_dir, as the supervisor passes it
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ def restart_delay(streak: int, base_s: float = 0.5, cap_s: float = 30.0) -> floa
 class GiveUp(enum.Enum):
     """Why the model is marked FAILED instead of restarting its worker."""
 
-    APP_NOT_FOUND = "the app cannot be imported: retrying cannot help"
+    APP_NOT_FOUND = "the app cannot be imported, or its options or files are wrong: retrying cannot help"
     RETRIES_EXHAUSTED = "loading failed load_retries times in a row"
 
 

@@ -7,7 +7,8 @@ load failures in a row, and whether the model is FAILED or unready.
 The watch loop (``_watch``, every ``WATCH_INTERVAL_S``) is a list of named steps:
 ``kill_frozen()`` (an idle worker, or a busy one that has reported progress, silent for
 ``heartbeat_timeout_s``), ``kill_frozen_template()`` (the template silent as long),
-``kill_slow_loaders()`` (not ready within ``load_timeout_s``) and ``sample_rss()``.
+``kill_slow_loaders()`` (not ready within ``load_timeout_s``), ``sample_rss()`` and
+``recycle_worn()`` (``supervision.recycler``) after each reading.
 Exits are not polled: each replica reports its own at once (pidfd).
 
 Spawns: a slot has at most one start under way (``Slot.spawning``, set until its worker
@@ -19,6 +20,9 @@ once; a crash comes back after ``restart_delay`` (0 s, then doubling to
 ``restart_backoff_max_s``); a worker that never became ready counts as a load failure, and
 ``load_retries`` of those in a row mark the model FAILED until an operator restarts it.
 An app that cannot be imported (exit 4) is FAILED at once: retrying cannot help.
+
+Recycling: a worn worker (``supervision.recycling``) is replaced while the model is READY,
+one at a time, by a successor started first (``supervision.recycler``: no capacity lost).
 """
 
 from __future__ import annotations
@@ -29,16 +33,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from watchkeeper.config import ModelConfig
+from watchkeeper.config import DEFAULT_CACHE_DIR, ModelConfig
 from watchkeeper.front import metrics
 from watchkeeper.front.resources import process_rss, uses_gpu
 from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import (
+    PERMANENT_EXITS,
     BatchDone,
-    ExitCode,
     LoadFailed,
     ProbeDone,
     Progress,
@@ -47,12 +51,14 @@ from watchkeeper.protocol.messages import (
     WorkerSpec,
 )
 from watchkeeper.supervision.kill_reasons import KillReason
+from watchkeeper.supervision.recycler import Recycler
 from watchkeeper.supervision.restart_policy import (
     GiveUp,
     decide_load_failure,
     decide_restart,
     restart_delay,
 )
+from watchkeeper.supervision.slot import Slot
 from watchkeeper.supervision.template_handle import ForkError, TemplateHandle
 from watchkeeper.supervision.template_keeper import TemplateFactory, TemplateKeeper
 from watchkeeper.supervision.worker_handle import ReplicaState, WorkerHandle, describe_exit
@@ -85,22 +91,6 @@ class ModelState(enum.Enum):
     STOPPING = "stopping"
 
 
-@dataclass
-class Slot:
-    """One configured replica position and its history across restarts."""
-
-    index: int
-    replica: WorkerHandle | None = None
-    starts: int = 0
-    crash_streak: int = 0
-    last_exit: str | None = None
-    last_exit_at: float | None = None
-    last_load_error: str | None = None
-    rss_bytes: int | None = None
-    restart_timer: asyncio.TimerHandle | None = field(default=None, repr=False)
-    spawning: bool = False  # a start is under way (waiting for the template, or starting)
-
-
 class Supervisor:
     """Keeps ``replicas`` workers of one model alive, and knows the model's state."""
 
@@ -117,9 +107,11 @@ class Supervisor:
         on_progress: Callable[[WorkerHandle, Progress], None] = lambda replica, message: None,
         worker_factory: WorkerFactory = WorkerHandle,
         template_factory: TemplateFactory = TemplateHandle,
+        cache_dir: Path = Path(DEFAULT_CACHE_DIR),
     ) -> None:
         self.model = model
         self.config = config
+        self.cache_dir = cache_dir  # server.cache_dir: where the model's declared files live
         self.log_level = log_level
         self.slots = [Slot(i) for i in range(config.replicas)]
         self.load_failures = 0
@@ -136,6 +128,8 @@ class Supervisor:
         self._worker_factory = worker_factory
         self._watch_task: asyncio.Task[None] | None = None
         self._last_rss_at = 0.0
+        self.recycler = Recycler(model, config, config.timeout_s + STOP_TIMEOUT_S,
+                                 self._make_worker, self._start_worker, on_lost)
         self.keeper = TemplateKeeper(
             self._spec(-1),
             load_timeout_s=config.load_timeout_s,
@@ -147,12 +141,18 @@ class Supervisor:
     # --- queries -------------------------------------------------------------------
 
     def replicas(self) -> list[WorkerHandle]:
-        return [s.replica for s in self.slots if s.replica is not None and s.replica.alive]
+        """Every live worker: the slots' own, and a recycle's successor and retiring one."""
+        handles = (h for s in self.slots for h in (s.replica, s.successor, s.retiring))
+        return [h for h in handles if h is not None and h.alive]
+
+    def watching(self) -> bool:
+        """The watch task runs (``front.systemd_notify`` feeds systemd's watchdog only then)."""
+        return self._watch_task is not None and not self._watch_task.done()
 
     @property
     def ready_count(self) -> int:
         serving = (ReplicaState.READY, ReplicaState.BUSY)
-        return sum(1 for r in self.replicas() if r.state in serving)
+        return sum(1 for s in self.slots if s.replica is not None and s.replica.state in serving)
 
     @property
     def state(self) -> ModelState:
@@ -229,6 +229,8 @@ class Supervisor:
             log_level=self.log_level,
             memory_limit_mb=cfg.memory_limit_mb,
             device_memory_gb=cfg.device_memory_gb,
+            options=dict(cfg.options),
+            cache_dir=str(self.cache_dir),
         )
 
     def _start_spawn(self, slot: Slot) -> None:
@@ -252,8 +254,7 @@ class Supervisor:
             return
         if slot.replica is not None and slot.replica.alive:
             return  # already replaced (a restart raced this start)
-        replica = self._worker_factory(self._spec(slot.index), self._message, self._exited)
-        slot.replica = replica
+        replica = slot.replica = self._make_worker(slot.index)
         slot.starts += 1
         try:
             await self._start_replica(replica, template)
@@ -264,6 +265,15 @@ class Supervisor:
             return
         how = "forked" if replica.forked_from is not None else "spawned"
         log_event(log, "worker.start", model=self.model, replica=slot.index, pid=replica.pid, how=how)
+
+    def _make_worker(self, index: int) -> WorkerHandle:
+        return self._worker_factory(self._spec(index), self._message, self._exited)
+
+    async def _start_worker(self, replica: WorkerHandle) -> None:
+        template = await self.keeper.template()
+        if self.stopping or self.failed_reason is not None:
+            raise OSError("the model is stopping or failed")
+        await self._start_replica(replica, template)
 
     async def _start_replica(self, replica: WorkerHandle, template: TemplateHandle | None) -> None:
         if template is not None:
@@ -299,6 +309,8 @@ class Supervisor:
             self._on_progress(replica, message)
         elif isinstance(message, BatchDone | ProbeDone):
             self.slots[replica.index].crash_streak = 0
+            if isinstance(message, BatchDone):
+                self.recycler.recycling.served(replica, len(message.results), message.infer_ms)
             self._on_done(replica, message)
         elif isinstance(message, Ready):
             self._replica_ready(replica, message)
@@ -319,6 +331,8 @@ class Supervisor:
         replica.timings_ms = {**replica.timings_ms, **message.timings_ms}
         self.load_failures = 0
         self.ever_ready = True
+        if replica is self.slots[replica.index].successor:
+            self.recycler.take_over(self.slots[replica.index])
         self.slots[replica.index].rss_bytes = process_rss(replica.pid) if replica.pid else None
         if self.schema_callback is not None:
             self.schema_callback(message.schema)
@@ -330,6 +344,8 @@ class Supervisor:
 
     def _exited(self, replica: WorkerHandle, returncode: int) -> None:
         slot = self.slots[replica.index]
+        if self.recycler.exited(slot, replica, returncode):  # a successor or a retiring worker
+            return
         reason = replica.kill_reason
         desc = describe_exit(returncode) + (f", killed: {reason}" if reason else "")
         desc += f" ({replica.kill_detail})" if replica.kill_detail else ""
@@ -342,11 +358,12 @@ class Supervisor:
             return
         decision = decide_restart(
             reason, was_ready=replica.ready_at is not None,
-            app_not_found=returncode == ExitCode.APP_NOT_FOUND, crash_streak=slot.crash_streak,
+            app_not_found=returncode in PERMANENT_EXITS, crash_streak=slot.crash_streak,
             load_failures=self.load_failures, load_retries=self.config.load_retries,
             backoff_cap_s=self.config.restart_backoff_max_s)
         metrics.count_restart(self.model, decision.label)
         slot.crash_streak, self.load_failures = decision.crash_streak, decision.load_failures
+        self.recycler.adopt(slot)  # a recycle's successor, if one is starting, takes the slot
         if decision.give_up is not None:
             why = slot.last_load_error or slot.last_exit or "the worker exited while loading"
             self.fail(self._give_up_reason(decision.give_up, why))
@@ -365,8 +382,8 @@ class Supervisor:
             if slot.restart_timer is not None:
                 slot.restart_timer.cancel()
                 slot.restart_timer = None
-            if slot.replica is not None:
-                slot.replica.kill(KillReason.MODEL_FAILED)
+        for replica in self.replicas():
+            replica.kill(KillReason.MODEL_FAILED)
         asyncio.get_running_loop().create_task(self.keeper.stop())
         log_event(log, "model.failed", logging.ERROR, model=self.model, reason=reason)
         self._on_failed(reason)
@@ -380,7 +397,8 @@ class Supervisor:
                 self.kill_frozen()
                 self.kill_frozen_template()
                 self.kill_slow_loaders()
-                self.sample_rss()
+                if self.sample_rss():  # wear is judged on fresh readings only
+                    self.recycler.recycle_worn(self.slots, quiet=self.state is ModelState.READY)
             except Exception:  # the watch must outlive any one bad step
                 log.exception("supervisor watch step failed", extra={"model": self.model})
 
@@ -404,13 +422,15 @@ class Supervisor:
             if starting and now - replica.started_at > self.config.load_timeout_s:
                 replica.kill(KillReason.LOAD_TIMEOUT)
 
-    def sample_rss(self) -> None:
+    def sample_rss(self) -> bool:
+        """Read each worker's RSS every RSS_INTERVAL_S; True when it did."""
         now = time.monotonic()
         if now - self._last_rss_at < RSS_INTERVAL_S:
-            return
+            return False
         self._last_rss_at = now
         for slot in self.slots:
             replica = slot.replica
             pid = replica.pid if replica is not None and replica.alive else None
             slot.rss_bytes = process_rss(pid) if pid is not None else None
             metrics.set_worker_rss(self.model, slot.index, slot.rss_bytes)
+        return True

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.protocol.messages import WorkerSpec
+from watchkeeper.protocol.messages import PERMANENT_STAGES, WorkerSpec
 from watchkeeper.supervision.template_handle import TemplateHandle, TemplateState
 from watchkeeper.supervision.worker_handle import describe_exit
 
@@ -180,7 +180,7 @@ class TemplateKeeper:
             return self._died(handle)
         handle.kill("load_failed")
         reason = handle.error or f"the template did not load within {self.load_timeout_s:.0f} s"
-        return self._on_load_failed(reason, handle.failed_stage == "import")
+        return self._on_load_failed(reason, handle.failed_stage in PERMANENT_STAGES)
 
     def _died(self, handle: TemplateHandle) -> float | None:
         self.deaths += 1

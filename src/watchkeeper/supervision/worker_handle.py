@@ -105,6 +105,7 @@ class WorkerHandle:
         self.kill_reason: KillReason | None = None
         self.kill_detail: str | None = None  # what was wrong, for a bad frame
         self.reporting = False  # the batch it runs has reported progress (a heartbeat)
+        self.retiring = False  # recycled: its replacement serves; it takes no new work
         self.returncode: int | None = None
         self._on_message = on_message
         self._on_exit = on_exit
@@ -253,4 +254,5 @@ class WorkerHandle:
 
     @property
     def idle(self) -> bool:
-        return self.state is ReplicaState.READY
+        """Ready for a batch: the scheduler sends work only to idle workers."""
+        return self.state is ReplicaState.READY and not self.retiring

@@ -1,8 +1,12 @@
-"""Loading a model in a worker or template process: import the app, set it up, time each stage.
+"""Loading a model in a worker or template process: import the app, check its options and
+files, set it up, time each stage.
 
-Runs in worker and template processes. A stage that fails reports ``LoadFailed`` to the
-front and raises :class:`LoadError`, whose exit code the process then exits with
-(3: setup or warm-up failed, 4: the app cannot be imported).
+Runs in worker and template processes. The stages: ``import`` (the app class), ``prepare``
+(the ``[models.NAME.options]`` table validated by the model's ``Options``, and the files of
+``Model.files`` checked in the model cache, see ``watchkeeper.model_cache``), ``setup``. A
+stage that fails reports ``LoadFailed`` to the front and raises :class:`LoadError`, whose exit
+code the process then exits with (3: setup or warm-up failed, 4: the app cannot be imported,
+5: its options or files are wrong; after 4 and 5 the model is marked failed at once).
 """
 
 from __future__ import annotations
@@ -13,14 +17,20 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from watchkeeper.contract import Model
+from pydantic import ValidationError
+
+from watchkeeper.contract import Model, Options
+from watchkeeper.errors import ConfigError
 from watchkeeper.logs import log_event
+from watchkeeper.model_cache import model_folder, prepare
 from watchkeeper.protocol.messages import ExitCode, LoadFailed, WorkerSpec
 from watchkeeper.worker.process import limit_threads
 
-__all__ = ["LoadError", "Report", "import_app", "load_model", "resolve_device", "timed_stage"]
+__all__ = ["LoadError", "Report", "import_app", "load_model", "model_options", "resolve_device",
+           "timed_stage"]
 
 log = logging.getLogger("watchkeeper.worker")
 
@@ -75,16 +85,31 @@ def load_model(spec: WorkerSpec, timings: dict[str, float], report: Report,
     """Import the app and (unless ``set_up`` is False) set the model up on its device."""
     cls = timed_stage(timings, "import", ExitCode.APP_NOT_FOUND, report, import_app, spec.app)
     limit_threads(spec.threads)
-    stage = _set_up if set_up else _construct
-    return timed_stage(timings, "setup", ExitCode.LOAD_FAILED, report, stage, cls, spec.device)  # type: ignore[no-any-return]
-
-
-def _set_up(cls: type[Model], requested_device: str) -> tuple[Model, str]:
-    model = cls()
-    device = resolve_device(requested_device)
-    model.setup(device)
+    model = timed_stage(timings, "prepare", ExitCode.BAD_SETUP, report, _prepared, cls, spec, set_up)
+    if not set_up:
+        return model, spec.device
+    device = resolve_device(spec.device)
+    timed_stage(timings, "setup", ExitCode.LOAD_FAILED, report, model.setup, device)
     return model, device
 
 
-def _construct(cls: type[Model], requested_device: str) -> tuple[Model, str]:
-    return cls(), requested_device
+def model_options(cls: type[Model], model: str, table: dict[str, Any]) -> Options:
+    """``table`` validated by the model's ``Options``; ConfigError naming each bad key."""
+    try:
+        return cls.Options.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"models.{model}.options.{'.'.join(map(str, err['loc'])) or '(table)'}: {err['msg']}"
+            for err in exc.errors())
+        allowed = ", ".join(cls.Options.model_fields) or "none"
+        raise ConfigError(f"{problems} (options of {cls.__name__}: {allowed})") from None
+
+
+def _prepared(cls: type[Model], spec: WorkerSpec, with_files: bool) -> Model:
+    """The model object with its options and (``with_files``) its checked files set."""
+    model = cls()
+    model.options = model_options(cls, spec.model, spec.options)
+    if with_files:
+        folder = model_folder(Path(spec.cache_dir).expanduser(), spec.model)
+        model._files = prepare(cls.files(model.options), folder)
+    return model

@@ -140,4 +140,4 @@ def test_every_status_the_front_answers_is_declared() -> None:
 
 
 def test_every_startup_phase_a_worker_reports_is_declared() -> None:
-    assert {"import", "setup", "warmup", "fork"} == set(metrics.STARTUP_PHASES)
+    assert {"import", "prepare", "setup", "warmup", "fork"} == set(metrics.STARTUP_PHASES)
