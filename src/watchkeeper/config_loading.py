@@ -7,7 +7,7 @@ fields are declared in :mod:`watchkeeper.config`. Nothing here is read again whi
 Where values come from, later winning over earlier:
 
 1. the defaults of the fields (and, with no file, one model per built-in app);
-2. the TOML file (top-level tables ``[server]``, ``[jobs]`` and ``[models.NAME]``);
+2. the TOML file (top-level tables ``[server]``, ``[jobs]``, ``[ui]`` and ``[models.NAME]``);
 3. environment variables: ``WK_SERVER__PORT=9000`` sets ``server.port`` (the rest of the
    name split on ``__`` and lower-cased); ``server`` may be left out (``WK_PORT=9000``);
    ``WK_MODELS__CARTOON__TIMEOUT_S=5`` sets ``models.cartoon.timeout_s``. Values are read
@@ -40,6 +40,7 @@ from watchkeeper.config import (
     JobsConfig,
     ModelConfig,
     ServerConfig,
+    UiConfig,
 )
 from watchkeeper.errors import ConfigError
 
@@ -54,7 +55,7 @@ NON_CONFIG_ENV: frozenset[str] = frozenset(
      "WK_EMBED_MODEL_DIR"}
 )
 
-_TOP_LEVEL_KEYS = ("jobs", "models", "server")
+_TOP_LEVEL_KEYS = ("jobs", "models", "server", "ui")
 _TEXT_KEYS = frozenset({"host", "data_dir", "cache_dir", "log_level", "app", "device"})
 
 
@@ -293,6 +294,8 @@ def _allowed_keys(table: tuple[str, ...]) -> list[str]:
         return sorted(ServerConfig.model_fields)
     if table == ("jobs",):
         return sorted(JobsConfig.model_fields)
+    if table == ("ui",):
+        return sorted(UiConfig.model_fields)
     return sorted(ModelConfig.model_fields)
 
 

@@ -132,8 +132,10 @@ def test_more_than_the_whole_budget_is_refused_at_once(serve: ServerFactory) -> 
 def test_profile_for_the_device_narrows_the_params(serve: ServerFactory) -> None:
     srv = serve({"hungry": {"app": HUNGRY, **FAST, "device_memory_gb": 2}})
     model = srv.get("/v1/models/hungry").json()
-    assert model["profile"] == {"memory_class_gb": 1.0, "limits": {"mb": 64}}
+    assert model["profile"] == {"memory_class_gb": 1.0, "limits": {"mb": 64}, "device_memory_gb": 2.0,
+                                "classes": {"1": {"mb": 64}, "4": {"mb": 512}, "64": {"mb": 65536}}}
     assert model["params_schema"]["properties"]["mb"]["maximum"] == 64
+    assert model["params_schema"]["properties"]["mb"]["x-without-profile"] == {"maximum": 65536}
     response = srv.predict("hungry", {"tag": "p"}, {"mb": 100})
     assert response.status_code == 422
     assert "params.mb" in response.json()["error"]["message"]

@@ -87,6 +87,7 @@ def recycled_under_traffic(srv: Server, inputs: dict[str, Any], cause: str) -> d
     assert exit_record["exit_code"] == 0 and exit_record["recycle"] is True  # stopped, not killed
     (record,) = events(srv, "worker.recycle")[:1]
     assert record["pid"] == first and record["cause"] == cause
+    assert record["queue_depth"] < 1 or record["waited_s"] >= 300  # a quiet moment: 1 replica
     assert srv.model_health("chaos")["state"] == "ready"
     return record
 

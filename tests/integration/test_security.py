@@ -74,6 +74,8 @@ def test_probes_need_no_key(srv: Server) -> None:
         response = httpx.get(srv.url + path)
         assert response.status_code == 200, (path, response.text)
         assert response.headers["x-content-type-options"] == "nosniff"
+    # /ui only redirects to the web UI's port (404 here: this server runs no UI)
+    assert httpx.get(srv.url + "/ui").status_code == 404
 
 
 @pytest.mark.parametrize("scope, method, path, body", ROUTES, ids=[f"{r[1]} {r[2]}" for r in ROUTES])

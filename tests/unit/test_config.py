@@ -85,6 +85,7 @@ def test_model_defaults() -> None:
         "max_requests": 0,
         "max_requests_jitter": 0,
         "recycle_rss_growth_mb": 1024.0,
+        "recycle_device_growth_mb": 0.0,
         "recycle_latency_factor": None,
         "threads": 0,
         "max_wait_ms": 0.0,
@@ -403,12 +404,12 @@ def test_unknown_server_key_lists_allowed_keys(tmp_path: Path) -> None:
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     path = write(tmp_path, "[servers]\nport = 1\n" + MINIMAL)
-    assert only_error(path) == f"{path}: servers: unknown key (allowed: jobs, models, server)"
+    assert only_error(path) == f"{path}: servers: unknown key (allowed: jobs, models, server, ui)"
 
 
 def test_source_cannot_be_set_from_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "source = 'elsewhere'\n" + MINIMAL)
-    assert only_error(path) == f"{path}: source: unknown key (allowed: jobs, models, server)"
+    assert only_error(path) == f"{path}: source: unknown key (allowed: jobs, models, server, ui)"
 
 
 def test_missing_app(tmp_path: Path) -> None:
@@ -588,3 +589,21 @@ def test_every_wk_variable_an_app_reads_is_not_taken_for_a_config_key() -> None:
 def test_an_app_setting_in_the_environment_is_not_a_config_error(tmp_path: Path) -> None:
     config = load_config(None, env={"WK_EMBED_MODEL_DIR": str(tmp_path)})
     assert set(config.models) == set(BUILTIN_APPS)
+
+
+def test_the_ui_is_off_without_a_ui_table(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), {})
+    assert config.ui.enabled is False
+    assert (config.ui.port, config.ui.host, config.ui.check_interval_s) == (7860, None, 2.0)
+
+
+def test_ui_table_from_file_and_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[ui]\nenabled = true\nport = 7001\n" + MINIMAL)
+    config = load_config(path, env={"WK_UI__HOST": "0.0.0.0", "WK_UI__CHECK_FAILURES": "5"})
+    assert (config.ui.enabled, config.ui.port, config.ui.host, config.ui.check_failures) == (
+        True, 7001, "0.0.0.0", 5)
+    assert load_config(write(tmp_path, MINIMAL), {"WK_UI__ENABLED": "true"}).ui.enabled is True
+    bad = write(tmp_path, "[ui]\nprot = 1\nport = 0\n" + MINIMAL)
+    lines = errors_of(bad)
+    assert f"{bad}: ui.port: must be >= 1 (got 0)" in lines
+    assert any(line.startswith(f"{bad}: ui.prot: unknown key (allowed: check_failures, ") for line in lines)

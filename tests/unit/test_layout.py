@@ -25,6 +25,11 @@ FRONT_FORBIDDEN = ("watchkeeper.apps", "torch", "cv2", "PIL", "numpy", "av", "tr
 #: Worker-side entry points and the modules they may never load (the web stack).
 WORKER_ENTRY_POINTS = ("watchkeeper.worker.__main__", "watchkeeper.worker.template")
 WORKER_FORBIDDEN = ("fastapi", "starlette", "uvicorn", "prometheus_client", "httpx")
+#: The web UI is a client of the HTTP API: it loads none of the server's parts, nor a model.
+UI_ENTRY_POINTS = ("watchkeeper.ui.__main__", "watchkeeper.ui.app")
+UI_FORBIDDEN = ("watchkeeper.front", "watchkeeper.http", "watchkeeper.scheduling",
+                "watchkeeper.supervision", "watchkeeper.worker", "watchkeeper.jobs",
+                "watchkeeper.apps", "torch", "cv2", "av", "transformers")
 
 
 def modules_loaded_by(module: str) -> list[str]:
@@ -48,6 +53,12 @@ def test_the_front_loads_no_model_code(entry: str) -> None:
 @pytest.mark.parametrize("entry", WORKER_ENTRY_POINTS)
 def test_workers_load_no_web_stack(entry: str) -> None:
     assert forbidden_in(modules_loaded_by(entry), WORKER_FORBIDDEN) == []
+
+
+@pytest.mark.parametrize("entry", UI_ENTRY_POINTS)
+def test_the_ui_loads_only_a_client(entry: str) -> None:
+    pytest.importorskip("gradio", reason="the web UI's extra (`ui`) is not installed")
+    assert forbidden_in(modules_loaded_by(entry), UI_FORBIDDEN) == []
 
 
 def test_the_wall_check_sees_a_forbidden_import() -> None:
@@ -185,7 +196,7 @@ def status_literals(tree: ast.AST) -> list[int]:
 def test_http_statuses_are_chosen_only_in_the_http_package() -> None:
     """Only ``watchkeeper.http`` turns outcomes into status codes (the CLI, a client, reads
     them; the metrics module declares the label values)."""
-    exempt = ("watchkeeper.http", "watchkeeper.cli", "watchkeeper.front.metrics")
+    exempt = ("watchkeeper.http", "watchkeeper.cli", "watchkeeper.ui", "watchkeeper.front.metrics")
     offenders = [f"{path.relative_to(SRC)}:{line}" for name, path in module_files().items()
                  if not name.startswith(exempt)
                  for line in status_literals(ast.parse(path.read_text()))]

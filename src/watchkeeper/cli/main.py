@@ -2,7 +2,9 @@
 
 ``watchkeeper serve`` is the front process's entry point: it loads the configuration,
 configures logging (JSON lines on stderr) and hands over to ``watchkeeper.front.server`` (uvicorn,
-the runtime, and the shutdown sequence on SIGTERM / Ctrl-C).
+the runtime, and the shutdown sequence on SIGTERM / Ctrl-C). ``serve --ui`` also serves the web
+UI (``[ui] enabled``), a process of its own; with it on, the addresses of the API and of the UI
+are printed on stdout at start-up.
 
 ``watchkeeper check [URL] [--deep]`` asks a running server and exits 0 when healthy,
 1 when unhealthy and 2 when it cannot be reached: for cron jobs and monitoring scripts.
@@ -17,6 +19,7 @@ shows the configured models' files in the model cache; see ``watchkeeper.cli.mod
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +30,7 @@ from watchkeeper.cli.doctor import add_doctor_command
 from watchkeeper.cli.jobs import add_job_commands
 from watchkeeper.cli.keys import add_key_commands
 from watchkeeper.cli.models import add_model_commands
+from watchkeeper.config import Config
 from watchkeeper.errors import ConfigError
 
 __all__ = ["main"]
@@ -49,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", help="TOML file (default: $WK_CONFIG, else the built-in apps)")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument("--ui", action="store_true",
+                       help="also serve the web UI, a process of its own (sets ui.enabled)")
     serve.set_defaults(run=_serve)
 
     check = commands.add_parser("check", help="exit 0 if a server is healthy, 1 if not, 2 if unreachable")
@@ -78,14 +84,30 @@ def _serve(args: argparse.Namespace) -> int:
     server = config.server.model_copy(
         update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     )
-    config = config.model_copy(update={"server": server})
+    ui = config.ui.model_copy(update={"enabled": True}) if args.ui else config.ui
+    config = config.model_copy(update={"server": server, "ui": ui})
+    if ui.enabled and importlib.util.find_spec("gradio") is None:
+        print("watchkeeper: the web UI needs Gradio: install the `ui` extra "
+              "(pip install 'watchkeeper[ui]'), or serve without --ui / [ui] enabled", file=sys.stderr)
+        return 2
     configure_logging(server.log_level, process="front")
+    if ui.enabled:
+        _print_addresses(config)
     try:
         run_front(config)
     except ConfigError as exc:  # e.g. the data dir is locked by another server
         print(f"watchkeeper: cannot start: {exc.message}\n{exc.suggestion}", file=sys.stderr)
         return 2
     return 0
+
+
+def _print_addresses(config: Config) -> None:
+    """The API's and the web UI's addresses, for the person who started the server."""
+    from watchkeeper.supervision.ui_keeper import api_url, ui_url
+
+    api = api_url(config.server)
+    print(f"watchkeeper: API    {api}  (docs: {api}/docs)\n"
+          f"watchkeeper: web UI {ui_url(config.ui, config.server)}  (also {api}/ui)", flush=True)
 
 
 def _check(args: argparse.Namespace) -> int:

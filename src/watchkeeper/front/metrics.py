@@ -15,7 +15,8 @@ them, so a new value is declared here first.
 - ``state`` of a model, a replica or a job: :data:`MODEL_STATES`, :data:`REPLICA_STATES`,
   :data:`JOB_STATES` (tests check them against the enums).
 - ``reason`` of a worker restart: :data:`RESTART_REASONS`; of a template restart:
-  :data:`TEMPLATE_RESTART_REASONS`; of a job requeue: :data:`REQUEUE_REASONS`.
+  :data:`TEMPLATE_RESTART_REASONS`; of a web UI restart: :data:`UI_RESTART_REASONS`; of a job
+  requeue: :data:`REQUEUE_REASONS`.
 - ``phase`` of start-up: :data:`STARTUP_PHASES`.
 - ``reason`` a connection was closed by the front: :data:`CONNECTION_CLOSE_REASONS`; ``cap``
   that refused an event stream: :data:`STREAM_CAPS`.
@@ -39,26 +40,24 @@ from prometheus_client import (
 )
 
 __all__ = [
-    "CONNECTIONS_CLOSED_TOTAL", "CONNECTIONS_OPEN", "CONNECTION_CLOSE_REASONS",
-    "DEGRADATIONS_TOTAL", "DEGRADE_CAUSES", "DEVICE_MEMORY_TOTAL_BYTES",
-    "DEVICE_MEMORY_USED_BYTES", "DISK_FREE_BYTES", "DISK_SIZE_BYTES", "ERROR_TYPES",
-    "EVENT_STREAMS", "EVENT_STREAMS_REFUSED_TOTAL", "HTTP_STATUSES", "INFERENCE_SECONDS",
-    "JOBS", "JOBS_FINISHED_TOTAL", "JOBS_OLDEST_QUEUED_SECONDS", "JOBS_REQUEUED_TOTAL",
-    "JOBS_SUBMITTED_TOTAL", "JOB_DURATION_SECONDS", "JOB_STATES", "JOB_STORE_BYTES",
-    "JOB_STORE_FAILURES_TOTAL", "JOB_STORE_WRITABLE", "LATENCY_BUCKETS",
-    "LATENCY_TARGET_FRACTION", "LATENCY_TARGET_SECONDS", "MEMORY_BUDGET_BYTES",
-    "MEMORY_BUDGET_FRACTION", "MEMORY_RESERVED_BYTES", "MODEL_STATE", "MODEL_STATES",
-    "ModelRequests", "PROBE_LATENCY_SECONDS", "PROBE_SUCCESS", "QUARANTINED_INPUTS",
-    "QUEUE_DEPTH", "QUEUE_EXPECTED_WAIT_SECONDS", "QUEUE_LIMIT", "QUEUE_WAIT_SECONDS",
-    "REGISTRY", "REPLICAS", "REPLICA_STATES", "REQUESTS_TOTAL", "REQUEST_DURATION_SECONDS",
-    "RECYCLE_CAUSES", "REQUEST_ERRORS_TOTAL", "REQUEUE_REASONS", "RESTART_REASONS", "STARTUP_PHASES",
-    "STARTUP_SECONDS", "STORE_FAULTS", "STREAM_CAPS", "TEMPLATE_RESTARTS_TOTAL",
-    "TEMPLATE_RESTART_REASONS", "WORKER_RECYCLES_TOTAL", "WORKER_RESTARTS_TOTAL", "WORKER_RSS_BYTES",
-    "count_connection_closed", "count_job_finished", "count_recycle", "count_job_requeued",
-    "count_job_store_failure", "count_job_submitted", "count_restart", "count_stream_refused",
-    "count_template_restart", "render", "requests_of", "set_connections", "set_event_streams",
-    "set_job_store", "set_jobs", "set_model", "set_model_limits", "set_probe", "set_resources",
-    "set_startup", "set_state", "set_worker_rss",
+    "CONNECTIONS_CLOSED_TOTAL", "CONNECTIONS_OPEN", "CONNECTION_CLOSE_REASONS", "DEGRADATIONS_TOTAL",
+    "DEGRADE_CAUSES", "DEVICE_MEMORY_TOTAL_BYTES", "DEVICE_MEMORY_USED_BYTES", "DISK_FREE_BYTES",
+    "DISK_SIZE_BYTES", "ERROR_TYPES", "EVENT_STREAMS", "EVENT_STREAMS_REFUSED_TOTAL", "HTTP_STATUSES",
+    "INFERENCE_SECONDS", "JOBS", "JOBS_FINISHED_TOTAL", "JOBS_OLDEST_QUEUED_SECONDS",
+    "JOBS_REQUEUED_TOTAL", "JOBS_SUBMITTED_TOTAL", "JOB_DURATION_SECONDS", "JOB_STATES",
+    "JOB_STORE_BYTES", "JOB_STORE_FAILURES_TOTAL", "JOB_STORE_WRITABLE", "LATENCY_BUCKETS",
+    "LATENCY_TARGET_FRACTION", "LATENCY_TARGET_SECONDS", "MEMORY_BUDGET_BYTES", "MEMORY_BUDGET_FRACTION",
+    "MEMORY_RESERVED_BYTES", "MODEL_STATE", "MODEL_STATES", "ModelRequests", "PROBE_LATENCY_SECONDS",
+    "PROBE_SUCCESS", "QUARANTINED_INPUTS", "QUEUE_DEPTH", "QUEUE_EXPECTED_WAIT_SECONDS", "QUEUE_LIMIT",
+    "QUEUE_WAIT_SECONDS", "RECYCLE_CAUSES", "REGISTRY", "REPLICAS", "REPLICA_STATES", "REQUESTS_TOTAL",
+    "REQUEST_DURATION_SECONDS", "REQUEST_ERRORS_TOTAL", "REQUEUE_REASONS", "RESTART_REASONS",
+    "STARTUP_PHASES", "STARTUP_SECONDS", "STORE_FAULTS", "STREAM_CAPS", "TEMPLATE_RESTARTS_TOTAL",
+    "TEMPLATE_RESTART_REASONS", "UI_RESTARTS_TOTAL", "UI_RESTART_REASONS", "WORKER_RECYCLES_TOTAL",
+    "WORKER_RESTARTS_TOTAL", "WORKER_RSS_BYTES", "count_connection_closed", "count_job_finished",
+    "count_job_requeued", "count_job_store_failure", "count_job_submitted", "count_recycle",
+    "count_restart", "count_stream_refused", "count_template_restart", "count_ui_restart", "render",
+    "requests_of", "set_connections", "set_event_streams", "set_job_store", "set_jobs", "set_model",
+    "set_model_limits", "set_probe", "set_resources", "set_startup", "set_state", "set_worker_rss",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -73,10 +72,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (
 
 #: Why the supervisor replaced a worker (``reason`` label of WORKER_RESTARTS_TOTAL): a
 #: crash, a load failure, or a kill (``supervision.kill_reasons.KillReason``) it restarts after.
-RESTART_REASONS: tuple[str, ...] = (
-    "crash", "load_failed", "deadline", "heartbeat", "probe", "load_timeout", "operator", "oom",
-    "cancel", "bad_frame", "template",
-)  # fmt: skip
+RESTART_REASONS: tuple[str, ...] = ("crash", "load_failed", "deadline", "heartbeat", "probe",
+                                    "load_timeout", "operator", "oom", "cancel", "bad_frame", "template")
 #: Why a model's template process was replaced (``reason`` label of TEMPLATE_RESTARTS_TOTAL):
 #: it went silent (``frozen``: no heartbeat, no answer to a plan or a fork in time), sent a
 #: frame the front cannot read (``bad_frame``), or exited by itself (``exit``).
@@ -84,14 +81,11 @@ TEMPLATE_RESTART_REASONS: tuple[str, ...] = ("frozen", "bad_frame", "exit")
 #: Start-up phases of a worker (``phase`` label of STARTUP_SECONDS).
 STARTUP_PHASES: tuple[str, ...] = ("import", "prepare", "setup", "fork", "warmup")
 #: HTTP statuses a predict request is answered with (``status`` label of REQUESTS_TOTAL).
-HTTP_STATUSES: tuple[str, ...] = (
-    "200", "400", "401", "403", "404", "405", "409", "413", "422", "429", "500", "502", "503",
-    "504",
-)  # fmt: skip
+HTTP_STATUSES: tuple[str, ...] = ("200", "400", "401", "403", "404", "405", "409", "413", "422", "429",
+                                  "500", "502", "503", "504")
 #: States of a model, a replica and a job (``state`` labels).
-MODEL_STATES: tuple[str, ...] = (
-    "starting", "ready", "degraded", "recovering", "unready", "failed", "stopping",
-)  # fmt: skip
+MODEL_STATES: tuple[str, ...] = ("starting", "ready", "degraded", "recovering", "unready", "failed",
+                                 "stopping")
 REPLICA_STATES: tuple[str, ...] = ("starting", "ready", "busy", "stopping", "dead")
 JOB_STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 #: Why a job's run is to be run again (``reason`` label of JOBS_REQUEUED_TOTAL).
@@ -325,10 +319,8 @@ def set_state(gauge: Gauge, model: str, current: str, states: Iterable[str]) -> 
 #: not arrive in time, a head over the limit, a request the HTTP parser refused, a connection
 #: that sent nothing within the header timeout, an idle connection closed to make room past
 #: ``server.max_connections``, or one served over capacity (probes only, then closed).
-CONNECTION_CLOSE_REASONS: tuple[str, ...] = (
-    "header_timeout", "body_timeout", "head_too_large", "bad_request", "silent", "evicted",
-    "over_capacity",
-)  # fmt: skip
+CONNECTION_CLOSE_REASONS: tuple[str, ...] = ("header_timeout", "body_timeout", "head_too_large",
+                                             "bad_request", "silent", "evicted", "over_capacity")
 #: Which cap refused an event stream (``cap`` label of EVENT_STREAMS_REFUSED_TOTAL).
 STREAM_CAPS: tuple[str, ...] = ("per_job", "total")
 
@@ -436,12 +428,22 @@ def render() -> tuple[bytes, str]:
 
 #: Why the supervisor replaced a live worker (``cause`` label of WORKER_RECYCLES_TOTAL):
 #: ``supervision.recycling.RecycleCause``.
-RECYCLE_CAUSES: tuple[str, ...] = ("max_requests", "rss_growth", "latency")
+RECYCLE_CAUSES: tuple[str, ...] = ("max_requests", "rss_growth", "device_memory_growth", "latency")
 WORKER_RECYCLES_TOTAL = Counter(
-    _P + "worker_recycles", "Live workers replaced (a fresh one started first), by cause: "
-    "max_requests, rss_growth (a leak), latency (drift).", ("model", "cause"), registry=REGISTRY,
+    _P + "worker_recycles", "Live workers replaced (a fresh one started first), by cause: max_requests, "
+    "rss_growth, device_memory_growth (leaks), latency (drift).", ("model", "cause"), registry=REGISTRY,
 )  # fmt: skip
 
 
 def count_recycle(model: str, cause: str) -> None:
     WORKER_RECYCLES_TOTAL.labels(model, _checked(cause, RECYCLE_CAUSES, "cause")).inc()
+
+
+#: Why the front started the web UI again (``reason`` of UI_RESTARTS_TOTAL; ``supervision.ui_keeper``).
+UI_RESTART_REASONS: tuple[str, ...] = ("exit", "unresponsive", "start_timeout", "port_taken")
+UI_RESTARTS_TOTAL = Counter(_P + "ui_restarts", "Web UI process restarts, by reason: it exited, hung, "
+                            "never answered, or its port was taken.", ("reason",), registry=REGISTRY)
+
+
+def count_ui_restart(reason: str) -> None:
+    UI_RESTARTS_TOTAL.labels(_checked(reason, UI_RESTART_REASONS, "reason")).inc()

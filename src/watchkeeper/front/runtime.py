@@ -18,6 +18,11 @@ short. ``cut_grace`` (a second signal) ends the wait at once.
 
 Health: a job store that takes no writes fails ``/health`` (``jobs.store`` says why); the
 models still serve predictions, so ``/readyz`` does not change.
+
+The web UI (``[ui] enabled``): a process of its own, kept by ``supervision.ui_keeper`` from
+``start`` on (it waits for the models to settle before it starts the UI) and stopped at the
+start of the drain. ``/health`` has its state under ``ui``; it never changes ``status`` or
+``/readyz`` (the UI is not part of the API). Without ``[ui]`` there is no UI process at all.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from watchkeeper.front.service import ModelService
 from watchkeeper.jobs.runner import JobRunner
 from watchkeeper.logs import log_event
 from watchkeeper.scheduling.memory_ledger import Ledgers
+from watchkeeper.supervision.ui_keeper import UiKeeper
 
 __all__ = ["Runtime"]
 
@@ -62,6 +68,7 @@ class Runtime:
         self.shutting_down = False
         self._drain: asyncio.Task[None] | None = None
         self._cut = asyncio.Event()
+        self.ui = UiKeeper(config.ui, server, gate=self._models_settled) if config.ui.enabled else None
 
     async def start(self) -> None:
         for path in (self.config.server.data_dir, self.config.server.cache_dir):
@@ -69,7 +76,13 @@ class Runtime:
         self.monitor.start()
         await asyncio.gather(*(s.start() for s in self.services.values()))
         await self.jobs.start()
+        if self.ui is not None:
+            self.ui.start()
         log_event(log, "server.start", models=sorted(self.services))
+
+    def _models_settled(self) -> bool:
+        """No model is still loading its first replica: the web UI may start (``UiKeeper``)."""
+        return all(s.state.value != "starting" for s in self.services.values())
 
     async def drain(self) -> None:
         """Refuse new work; give accepted requests and running jobs ``grace_period_s``;
@@ -85,6 +98,8 @@ class Runtime:
     async def _drain_once(self) -> None:
         self.shutting_down = True
         self.jobs.drain()
+        if self.ui is not None:
+            self.ui.stop_soon()  # ``stop`` awaits it
         grace = self.config.server.grace_period_s
         log_event(log, "server.draining", grace_period_s=grace, jobs_running=len(self.jobs.active))
         drains = asyncio.create_task(self._drain_services(grace))
@@ -106,6 +121,8 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.drain()
+        if self.ui is not None:
+            await self.ui.stop()
         await asyncio.gather(*(s.stop() for s in self.services.values()))
         await self.jobs.stop()
         await self.monitor.stop()
@@ -179,4 +196,6 @@ class Runtime:
                 **(snapshot.to_dict() if snapshot else {}),
             },
         }
+        if self.ui is not None:
+            body["ui"] = self.ui.view()
         return body

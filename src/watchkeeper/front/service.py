@@ -86,6 +86,7 @@ class ModelService:
             on_outcome=self._observe,
             admission=self.admission if config.memory_admission else None,
         )
+        self.supervisor.recycler.queue_depth = lambda: self.scheduler.depth  # a quiet moment
         self.prober = Prober(
             name,
             interval_s=config.probe_interval_s,
@@ -278,6 +279,7 @@ class ModelService:
             "inputs_schema": schema.inputs if schema else None,
             "params_schema": schema.params if schema else None,
             "profile": schema.profile if schema else None,
+            "reports_progress": schema.reports_progress if schema else False,
         }
 
     def health(self) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The HTTP routes of the front process: models, predict and admin (with the health routes of
-``watchkeeper.http.health`` and the job routes of ``watchkeeper.http.jobs``).
+``watchkeeper.http.health``, the job routes of ``watchkeeper.http.jobs`` and ``/ui`` of
+``watchkeeper.http.ui_redirect``).
 
 Runs in the front process on uvicorn's event loop. Handlers are thin: they read the
 request, call the ``Runtime``/``ModelService`` and write JSON with orjson. Expected errors
@@ -30,6 +31,7 @@ from watchkeeper.http.jobs import add_job_routes
 from watchkeeper.http.predict import PredictFastPath, handle_predict
 from watchkeeper.http.request_id import RequestIdMiddleware, request_id_of
 from watchkeeper.http.responses import json_response
+from watchkeeper.http.ui_redirect import add_ui_route
 
 __all__ = ["create_app"]
 
@@ -58,6 +60,7 @@ def create_app(runtime: Runtime) -> ASGIApp:
     add_health_routes(app, runtime)
     _add_model_routes(app, runtime)
     add_job_routes(app, runtime)
+    add_ui_route(app, runtime)
     server = runtime.config.server
     policy = GuardPolicy.build(server.host, server.allowed_hosts, server.cors_origins, runtime.keys,
                                server.default_requests_per_s)

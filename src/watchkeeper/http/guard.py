@@ -12,9 +12,9 @@ never seen before is hashed, in a thread), and stores the caller as ``scope["sta
    here: 204 for a listed origin (``server.cors_origins``), 403 for any other.
 3. A state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` is not listed: 403.
 4. The route's scope (``route_scope``): open routes (``/livez``, ``/readyz``,
-   ``/health/simple``) need nothing; the others need a key with the scope (401 without a
-   valid key, 403 with one that lacks it), unless the server runs without keys (anonymous:
-   the caller is one owner with every scope).
+   ``/health/simple``, and ``/ui``, a redirect to the web UI's port) need nothing; the others
+   need a key with the scope (401 without a valid key, 403 with one that lacks it), unless
+   the server runs without keys (anonymous: the caller is one owner with every scope).
 5. The caller's request rate (a token bucket per key): 429 with Retry-After beyond it.
 """
 
@@ -58,7 +58,7 @@ OPEN = "open"
 _STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: (methods, path pattern, scope), first match wins; an unlisted route needs ``read``.
 _ROUTES: tuple[tuple[frozenset[str] | None, re.Pattern[str], str], ...] = (
-    (None, re.compile(r"^/(livez|readyz|health/simple)$"), OPEN),
+    (None, re.compile(r"^/(livez|readyz|health/simple|ui)$"), OPEN),
     (frozenset({"POST"}), re.compile(r"^/v1/models/[^/]+/predict$"), KeyScope.PREDICT),
     (None, re.compile(r"^/v2(/|$)"), KeyScope.PREDICT),
     (None, re.compile(r"^/v1/models/[^/]+/jobs$"), KeyScope.JOBS),

@@ -96,6 +96,7 @@ class WorkerSpec:
     device_memory_gb: float | None = None  # overrides the device's, to choose a profile
     options: dict[str, Any] = field(default_factory=dict)  # the [models.NAME.options] table
     cache_dir: str = "~/.cache/watchkeeper"  # server.cache_dir, as the supervisor passes it
+    report_shapes: bool = False  # send each batch's params shape (latency recycling is on)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class ModelSchema:
     max_batch_size: int
     has_probe: bool
     profile: dict[str, Any] | None = None  # the parameter limits chosen for the device
+    reports_progress: bool = False  # predict reports progress: long work, run it as a job
 
 
 # --- front -> worker ---------------------------------------------------------------
@@ -191,6 +193,8 @@ class BatchDone:
     results: tuple[ItemResult, ...]
     infer_ms: float
     peak_bytes: int | None = None  # memory the batch needed at its peak, when measurable
+    device_bytes: int | None = None  # device memory the worker holds (CUDA reserved), when read
+    shape: str = ""  # the batch's params shape (canonical JSON; distinct ones joined by " | ")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """Recycling a worn worker without losing capacity: its successor is started first.
 
 Runs in the front process, on its event loop, for the supervisor (``supervision.supervisor``),
-which calls it from its watch loop (``recycle_worn``, after each RSS reading), when a
+which calls it from its watch loop (``recycle_worn``, after each RSS reading), with each
+batch's result (``served``: its requests, time, params shape and device memory), when a
 successor is ready (``take_over``) and when any worker exits (``exited``: it handles the
 exits of retiring workers and successors, and hands the slots' own back to the supervisor).
 What makes a worker worn is ``supervision.recycling``'s policy; this is the sequence:
 
-1. A worn worker is found (one recycle at a time per model, none while a slot is starting):
+1. A worn worker is found (one recycle at a time per model, none while a slot is starting),
+   at a quiet moment: the model READY and its queue short (``queue_depth``, the scheduler's,
+   wired by ``front.service``; ``recycling.quiet_enough``), or after the longest wait for one.
    ``worker.recycle`` is logged with the evidence and counted by cause; a successor is made
    for the same slot (``Slot.successor``) and started (forked from the template when there
    is one), while the old worker keeps serving.
@@ -30,7 +33,7 @@ from typing import Any
 
 from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.protocol.messages import Stop
+from watchkeeper.protocol.messages import BatchDone, Stop
 from watchkeeper.supervision.kill_reasons import KillReason
 from watchkeeper.supervision.recycling import Recycle, RecycleLimits, Recycling
 from watchkeeper.supervision.slot import Slot
@@ -54,17 +57,24 @@ class Recycler:
         self._make_worker = make_worker  # a handle for slot N (not started)
         self._start_worker = start_worker  # starts it; OSError if it cannot
         self._on_lost = on_lost  # the scheduler: what the worker ran is retried
+        #: The model's queue depth (the scheduler's, set by ``front.service``; 0 unset).
+        self.queue_depth: Callable[[], int] = lambda: 0
+
+    def served(self, replica: WorkerHandle, done: BatchDone) -> None:
+        """A worker answered a batch: its wear (requests, time per params shape, device memory)."""
+        self.recycling.served(replica, len(done.results), done.infer_ms, done.shape, done.device_bytes)
 
     def recycle_worn(self, slots: Sequence[Slot], *, quiet: bool) -> None:
-        """Start a successor for the first worn worker while ``quiet`` (the model READY),
-        unless a start or a recycle is under way (one at a time: replicas never recycle
-        together)."""
+        """Start a successor for the first worn worker while ``quiet`` (the model READY) and
+        the queue is short (or the worker has waited long enough for it), unless a start or a
+        recycle is under way (one at a time: replicas never recycle together)."""
         if not quiet or any(s.spawning or s.successor or s.retiring for s in slots):
             return
-        now = time.monotonic()
+        now, depth = time.monotonic(), self.queue_depth()
         for slot in slots:
             replica = slot.replica
-            decision = self.recycling.check(replica, slot.rss_bytes, now) if replica else None
+            decision = self.recycling.check(replica, slot.rss_bytes, now, queue_depth=depth,
+                                             workers=len(slots)) if replica else None
             if replica is not None and decision is not None:
                 self._start_successor(slot, replica, decision)
                 return

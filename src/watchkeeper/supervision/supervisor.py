@@ -231,6 +231,7 @@ class Supervisor:
             device_memory_gb=cfg.device_memory_gb,
             options=dict(cfg.options),
             cache_dir=str(self.cache_dir),
+            report_shapes=cfg.recycle_latency_factor is not None,
         )
 
     def _start_spawn(self, slot: Slot) -> None:
@@ -310,7 +311,7 @@ class Supervisor:
         elif isinstance(message, BatchDone | ProbeDone):
             self.slots[replica.index].crash_streak = 0
             if isinstance(message, BatchDone):
-                self.recycler.recycling.served(replica, len(message.results), message.infer_ms)
+                self.recycler.served(replica, message)  # its wear: requests, time, memory
             self._on_done(replica, message)
         elif isinstance(message, Ready):
             self._replica_ready(replica, message)

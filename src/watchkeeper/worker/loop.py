@@ -22,6 +22,7 @@ warm-up fails, 4 when the app cannot be imported.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from watchkeeper.contract import Example, Model
@@ -52,6 +54,7 @@ from watchkeeper.protocol.messages import (
 from watchkeeper.protocol.wire import BlockingChannel, ChannelClosed
 from watchkeeper.worker.loading import LoadError, load_model, timed_stage
 from watchkeeper.worker.memory import (
+    DeviceMemoryGauge,
     PeakMeter,
     apply_limit,
     is_out_of_memory,
@@ -62,10 +65,14 @@ from watchkeeper.worker.memory import (
 from watchkeeper.worker.profiles import Profile, choose_profile, narrow_schema, violations
 from watchkeeper.worker.progress import ProgressCallback, ProgressReporter, no_progress, takes_progress
 
-__all__ = ["Worker", "describe_validation", "device_memory_gb", "error_info", "run_worker"]
+__all__ = ["Worker", "batch_shape", "describe_validation", "device_memory_gb", "error_info",
+           "run_worker"]
 
 
 log = logging.getLogger("watchkeeper.worker")
+
+#: A batch's params shape longer than this is cut short, with a digest of the whole.
+SHAPE_MAX_CHARS = 200
 
 
 def describe_validation(where: str, exc: ValidationError, cls: type[BaseModel]) -> InvalidInput:
@@ -79,6 +86,19 @@ def describe_validation(where: str, exc: ValidationError, cls: type[BaseModel]) 
         problems.append({"field": field, "message": message})
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
     return InvalidInput(summary, details={"errors": problems})
+
+
+def batch_shape(items: Sequence[Item]) -> str:
+    """The params shape of a batch, for the front's latency baselines: each distinct params
+    dict as canonical JSON, joined by `` | `` (params that change the work change the shape);
+    past ``SHAPE_MAX_CHARS``, its first half and a digest of the whole."""
+    shapes = {orjson.dumps(item.params, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+                           default=repr) for item in items}
+    shape = " | ".join(sorted(s.decode() for s in shapes))
+    if len(shape) <= SHAPE_MAX_CHARS:
+        return shape
+    digest = hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()
+    return f"{shape[:SHAPE_MAX_CHARS // 2]}... #{digest}"
 
 
 def error_info(exc: BaseException) -> ErrorInfo:
@@ -97,6 +117,7 @@ class Worker:
         self.model = model
         self.device = device or spec.device
         self.meter = PeakMeter(self.device)
+        self.gauge = DeviceMemoryGauge(self.device)  # device memory, sent with batch results
         self.rss_at_ready = 0
         self._profile: Profile | None = None
         self._deferred: list[Any] = []  # messages read while a batch ran (see ProgressReporter)
@@ -108,7 +129,7 @@ class Worker:
         timings = dict(timings or {})
         if self.model is None:
             self.model, self.device = load_model(self.spec, timings, self.channel.send)
-            self.meter = PeakMeter(self.device)
+            self.meter, self.gauge = PeakMeter(self.device), DeviceMemoryGauge(self.device)
         timed_stage(timings, "warmup", ExitCode.LOAD_FAILED, self.channel.send, self._warm_up)
         apply_limit(self.spec.memory_limit_mb)
         self.rss_at_ready = rss_bytes()
@@ -131,6 +152,7 @@ class Worker:
             max_batch_size=cls.max_batch_size,
             has_probe=self.model.probe() is not None,
             profile=self.profile.to_dict() if self.profile.limits else None,
+            reports_progress=self.reports_progress,
         )
 
     @property
@@ -179,7 +201,8 @@ class Worker:
         results = self.run_items(batch.items, progress)
         infer_ms = (time.perf_counter() - start) * 1000
         peak = self.meter.peak() if batch.measure else None
-        return BatchDone(batch.batch_id, tuple(results), infer_ms, peak)
+        shape = batch_shape(batch.items) if self.spec.report_shapes else ""
+        return BatchDone(batch.batch_id, tuple(results), infer_ms, peak, self.gauge.read(), shape)
 
     def run_items(self, items: Sequence[Item], progress: ProgressCallback = no_progress) -> list[ItemResult]:
         """Validate each item, predict the valid ones together; results keep the items' order.

@@ -13,6 +13,10 @@ limit and the peak meter see real use) is ``watchkeeper.supervision.worker_env``
 - :func:`apply_limit` caps the worker's address space (``RLIMIT_AS``) at its size after
   warm-up plus ``memory_limit_mb``, so an allocation past it fails with a real
   MemoryError instead of the kernel's OOM killer taking the process.
+- :class:`DeviceMemoryGauge` reads the device memory the worker holds (CUDA: its caching
+  allocator's ``memory_reserved``; nothing on CPU) at most once per ``interval_s``; the
+  reading goes with the batch's result to the front, which recycles a worker whose device
+  memory keeps growing (``watchkeeper.supervision.recycling``).
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import gc
 import re
 import resource
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
+__all__ = ["DeviceMemoryGauge", "PeakMeter", "apply_limit", "is_out_of_memory", "oom_details",
            "release_memory", "rss_bytes"]
 
 _STATUS_FIELD = re.compile(rb"^(VmHWM|VmRSS|VmSize):\s+(\d+) kB", re.M)
@@ -79,6 +85,31 @@ class PeakMeter:
         if self._cuda is not None:
             return max(0, int(self._cuda.cuda.max_memory_allocated(self._device)) - self._base)
         return max(0, _status().get(b"VmHWM", 0) - self._base)
+
+
+class DeviceMemoryGauge:
+    """The device memory this worker holds, read at most once per ``interval_s`` (each read
+    builds the allocator's whole statistics dict): None on CPU, without torch, or between
+    readings."""
+
+    def __init__(self, device: str, interval_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        torch = sys.modules.get("torch")
+        self._cuda = torch if device.startswith("cuda") and torch is not None else None
+        self._device = device
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def read(self) -> int | None:
+        """Bytes reserved on the device now, when a reading is due; else None."""
+        if self._cuda is None:
+            return None
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval_s:
+            return None
+        self._last = now
+        return int(self._cuda.cuda.memory_reserved(self._device))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -21,13 +21,19 @@ __all__ = ["Profile", "choose_profile", "narrow_schema", "violations"]
 
 @dataclass(frozen=True)
 class Profile:
-    """The limits in force: the memory class chosen and, per param, its limit."""
+    """The limits in force: the memory class chosen and, per param, its limit; and what a
+    client needs to say why a value is out of reach (the device's memory, every class)."""
 
     memory_gb: float | None = None
     limits: dict[str, Any] = field(default_factory=dict)
+    device_gb: float | None = None
+    classes: dict[float, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"memory_class_gb": self.memory_gb, "limits": self.limits}
+        """As published in ``GET /v1/models/{name}`` (class keys as strings, as JSON has)."""
+        return {"memory_class_gb": self.memory_gb, "limits": self.limits,
+                "device_memory_gb": None if self.device_gb is None else round(self.device_gb, 1),
+                "classes": {f"{gb:g}": dict(limits) for gb, limits in sorted(self.classes.items())}}
 
 
 def choose_profile(profiles: Mapping[float, Mapping[str, Any]], device_gb: float) -> Profile:
@@ -36,17 +42,23 @@ def choose_profile(profiles: Mapping[float, Mapping[str, Any]], device_gb: float
         return Profile()
     fitting = [gb for gb in profiles if gb <= device_gb]
     chosen = max(fitting) if fitting else min(profiles)
-    return Profile(float(chosen), dict(profiles[chosen]))
+    classes = {float(gb): dict(limits) for gb, limits in profiles.items()}
+    return Profile(float(chosen), dict(profiles[chosen]), float(device_gb), classes)
 
 
 def narrow_schema(schema: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """A copy of a params JSON schema with each limited property's bounds narrowed."""
+    """A copy of a params JSON schema with each limited property's bounds narrowed.
+
+    The bound it had before is kept as ``x-without-profile`` (``{"enum": [...]}`` or
+    ``{"maximum": n}``, ``{}`` when it had none), so a client (the web UI) can show the
+    values out of this device's reach as disabled, with the class that allows them."""
     narrowed = copy.deepcopy(schema)
     props = narrowed.get("properties", {})
     for name, limit in profile.limits.items():
         prop = props.get(name)
         if prop is None:
             continue
+        prop["x-without-profile"] = {key: prop[key] for key in ("enum", "maximum") if key in prop}
         if isinstance(limit, list | tuple):
             allowed = [v for v in prop.get("enum", limit) if v in limit]
             prop["enum"] = allowed

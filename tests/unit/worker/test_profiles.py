@@ -50,7 +50,8 @@ def test_no_profiles_means_no_limits() -> None:
     profile = choose_profile({}, 24)
     assert profile == Profile()
     assert profile.limits == {}
-    assert profile.to_dict() == {"memory_class_gb": None, "limits": {}}
+    assert profile.to_dict() == {"memory_class_gb": None, "limits": {}, "device_memory_gb": None,
+                                 "classes": {}}
 
 
 def test_profile_is_a_copy_of_the_declared_limits() -> None:
@@ -63,7 +64,8 @@ def test_profile_is_a_copy_of_the_declared_limits() -> None:
 def test_class_is_reported_as_a_float() -> None:
     profile = choose_profile({12: {"steps": 50}}, 16)
     assert isinstance(profile.memory_gb, float)
-    assert profile.to_dict() == {"memory_class_gb": 12.0, "limits": {"steps": 50}}
+    assert profile.to_dict() == {"memory_class_gb": 12.0, "limits": {"steps": 50},
+                                 "device_memory_gb": 16.0, "classes": {"12": {"steps": 50}}}
 
 
 def test_unordered_profiles() -> None:
@@ -89,6 +91,25 @@ def test_maximum_is_never_raised() -> None:
 def test_maximum_is_added_when_absent() -> None:
     narrowed = narrow_schema(schema(), Profile(12, {"seed": 1000}))
     assert narrowed["properties"]["seed"]["maximum"] == 1000
+
+
+def test_every_class_and_the_device_are_published() -> None:
+    """What a client needs to say "1024p needs the 40 GB profile; this device has 25.7 GB"."""
+    published = choose_profile(VIDEO, 25.74).to_dict()
+    assert published["memory_class_gb"] == 24.0
+    assert published["device_memory_gb"] == 25.7
+    assert list(published["classes"]) == ["12", "24", "40"]
+    assert published["classes"]["40"] == VIDEO[40]
+
+
+def test_the_bound_without_the_profile_is_kept() -> None:
+    narrowed = narrow_schema(schema(), Profile(12, {"frames": 16, "resolution": [256, 512],
+                                                    "seed": 1000}))
+    props = narrowed["properties"]
+    assert props["frames"]["x-without-profile"] == {"maximum": 64}
+    assert props["resolution"]["x-without-profile"] == {"enum": [256, 512, 768, 1024]}
+    assert props["seed"]["x-without-profile"] == {}
+    assert "x-without-profile" not in props["steps"]
 
 
 def test_enum_is_filtered_by_a_list_limit() -> None:
