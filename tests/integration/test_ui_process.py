@@ -154,6 +154,33 @@ def test_a_stopped_ui_is_killed_and_replaced(with_ui: tuple[Server, int]) -> Non
     assert log_events(srv, "ui.killed")[-1]["reason"] == "unresponsive"
 
 
+def test_slow_clients_on_the_ui_port_never_slow_the_api(with_ui: tuple[Server, int]) -> None:
+    """A client that sends the UI one byte a second, on 200 connections at once: the API (its
+    own port, its own process) answers every request meanwhile; the UI serves again after."""
+    srv, port = with_ui
+    wait_ui_up(srv)
+    loop = PredictLoop(srv)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+            conn.sendall(b"G")
+            slow.append(conn)
+        for byte in b"ET / HTTP/1.1\r\n":
+            time.sleep(1.0)
+            for conn in slow:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    pass  # the UI's server gave up on it: fine
+    finally:
+        for conn in slow:
+            conn.close()
+        statuses = loop.stop()
+    assert statuses and all(s == 200 for s in statuses), sorted(set(map(str, statuses)))
+    wait_for(lambda: ui_livez(port), UI_UP_S)
+
+
 def test_ui_redirects_to_the_ui_at_the_host_name_used(with_ui: tuple[Server, int]) -> None:
     srv, port = with_ui
     response = srv.get("/ui", follow_redirects=False)
