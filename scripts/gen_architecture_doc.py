@@ -54,6 +54,7 @@ MODULE_PROCESSES = {
     "errors.py": "every process",
     "config.py": "front",
     "config_loading.py": "front",
+    "hosts.py": "front, UI",
     "logs.py": "every process",
     "model_cache.py": "worker, template, CLI",
     "cli/main.py": "front (`serve`), CLI (`check`)",

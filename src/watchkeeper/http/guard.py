@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from watchkeeper.errors import BadInput, Forbidden, Overloaded, Unauthenticated, WatchkeeperError
 from watchkeeper.front.api_keys import KeyLimits, KeyRecord, KeyRing
 from watchkeeper.front.api_keys import Scope as KeyScope
+from watchkeeper.hosts import LOOPBACK_HOSTS, host_name
 from watchkeeper.http.errors import error_response
 
 __all__ = ["ANONYMOUS", "OPEN", "Guard", "GuardPolicy", "Principal", "RateLimiter", "host_name",
@@ -83,14 +84,6 @@ def route_scope(method: str, path: str) -> str:
     return KeyScope.READ
 
 
-def host_name(host: str) -> str:
-    """``Example.COM:8000`` -> ``example.com``; ``[::1]:8000`` -> ``::1``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
-
-
 @dataclass
 class _Bucket:
     tokens: float
@@ -131,7 +124,7 @@ class GuardPolicy:
     @classmethod
     def build(cls, host: str, allowed_hosts: Iterable[str], cors_origins: Iterable[str],
               keys: KeyRing | None, default_requests_per_s: float | None = None) -> GuardPolicy:
-        hosts = {host_name(h) for h in (host, "localhost", "127.0.0.1", "::1", *allowed_hosts)}
+        hosts = {host_name(h) for h in (host, *LOOPBACK_HOSTS, *allowed_hosts)}
         return cls(frozenset(hosts), frozenset(o.rstrip("/") for o in cors_origins), keys,
                    default_requests_per_s)
 

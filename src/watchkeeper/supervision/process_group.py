@@ -18,7 +18,17 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["exited_unreaped", "kill_group"]
+__all__ = ["describe_returncode", "exited_unreaped", "kill_group"]
+
+
+def describe_returncode(returncode: int) -> str:
+    """``exit code 1`` or ``signal SIGKILL``, from a Popen (or waitid) return code."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 def kill_group(pid: int, *, alone_too: bool = True) -> None:

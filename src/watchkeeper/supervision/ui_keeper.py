@@ -44,7 +44,7 @@ from typing import Any
 from watchkeeper.config import ServerConfig, UiConfig
 from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.supervision.process_group import kill_group
+from watchkeeper.supervision.process_group import describe_returncode, kill_group
 
 __all__ = ["STABLE_AFTER_S", "START_GATE_MAX_S", "UI_NICENESS", "UI_PROGRAM", "UI_STOP_TIMEOUT_S",
            "UiKeeper", "UiState", "api_url", "ui_url"]
@@ -104,15 +104,6 @@ def api_url(server: ServerConfig) -> str:
 def ui_url(ui: UiConfig, server: ServerConfig) -> str:
     """The UI's address on this machine (printed at start-up, in ``/health``)."""
     return f"http://{_in_url(_local(ui.host or server.host))}:{ui.port}"
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 class UiKeeper:
@@ -349,7 +340,7 @@ class UiKeeper:
             return
         kill_group(pid, alone_too=False)
         returncode = proc.wait()
-        self.last_exit = _describe_exit(returncode)
+        self.last_exit = describe_returncode(returncode)
         if self._kill is not None:
             self.last_exit += f", killed: {self._kill[0]} ({self._kill[1]})"
         self.last_exit_at, self.pid = time.time(), None

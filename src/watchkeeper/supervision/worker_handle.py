@@ -26,7 +26,6 @@ import enum
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from watchkeeper.logs import log_event
 from watchkeeper.protocol.messages import ExitCode, ModelSchema, WorkerSpec
 from watchkeeper.protocol.wire import BadFrame, ChannelClosed, encode_parts, read_message
 from watchkeeper.supervision.kill_reasons import KillReason
-from watchkeeper.supervision.process_group import kill_group
+from watchkeeper.supervision.process_group import describe_returncode, kill_group
 from watchkeeper.supervision.template_handle import TemplateHandle
 from watchkeeper.supervision.worker_env import worker_environment
 
@@ -71,16 +70,13 @@ class ReplicaState(enum.Enum):
 
 
 def describe_exit(returncode: int) -> str:
-    """``exit code 3 (load_failed)`` or ``signal SIGKILL`` from a Popen return code."""
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
+    """``exit code 3 (load_failed)`` or ``signal SIGKILL`` from a Popen return code: a
+    worker's own exit codes named."""
+    plain = describe_returncode(returncode)
     try:
-        return f"exit code {returncode} ({ExitCode(returncode).name.lower()})"
+        return f"{plain} ({ExitCode(returncode).name.lower()})" if returncode >= 0 else plain
     except ValueError:
-        return f"exit code {returncode}"
+        return plain
 
 
 class WorkerHandle:

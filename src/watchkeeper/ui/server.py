@@ -19,26 +19,16 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from watchkeeper.hosts import LOOPBACK_HOSTS, host_name
+
 __all__ = [
     "DEFAULT_PORT", "HostOriginGuard", "LOOPBACK_HOSTS", "UNSAFE_METHODS", "allowed_hosts",
     "create_app", "host_name", "main", "parse_args", "same_origin"
 ]
 
-#: Host names always allowed, whatever the bind address.
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 DEFAULT_PORT = 7860
 log = logging.getLogger("watchkeeper.ui")
-
-
-def host_name(host: str) -> str:
-    """The name part of a ``Host`` header (``[::1]:7860`` -> ``::1``), lower-cased."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].split("]", 1)[0]
-    if host.count(":") == 1:
-        return host.split(":", 1)[0]
-    return host
 
 
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
