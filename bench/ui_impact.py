@@ -1,26 +1,36 @@
-"""The API's latency with the web UI idle against the same with people using it.
+"""The API's latency with nobody on the UI, with the same work sent straight to the API, and through the UI.
 
 Issue 16 asks that the API's latency be unchanged while someone uses the UI. One
 ``watchkeeper serve`` with its UI on (``[ui] enabled``, set by ``WK_UI__ENABLED``) serves
-``chaos`` (the measured no-op predict) and ``img2video``. Two states, measured in alternating
-rounds (the order flips every round, so both see the same machine):
+``chaos`` (the measured no-op predict) and ``img2video``. Three states, measured in alternating
+rounds (the order flips every round, so each sees the same machine):
 
 - ``idle``: the UI process runs, nobody is on it (both browsers show ``about:blank``);
-- ``in use``: one headless Chromium shows the Service tab (its timer reads ``/health`` and
+- ``api``: the same work as ``ui``, sent straight to the API by a script, no page: img2video jobs
+  one after the other (submit the photo, follow the job's events to the end, download the
+  video) and a ``/health`` + ``/metrics`` read every 2 s, what an open Service tab reads;
+- ``ui``: one headless Chromium shows the Service tab (its timer reads ``/health`` and
   ``/metrics`` every 2 s) and a second one runs img2video jobs from its tab in a loop (the
   photo uploaded once; Run, wait for the video, Run again; the UI's default params).
 
+``ui / api`` is then what the UI itself costs the API (its process, its page's requests, and
+the browsers where they share the server's cores); ``api / idle`` is what the model work costs,
+which any client sending those jobs would cost. With ``--service-only``, neither state runs
+jobs: ``api`` is the reads alone, ``ui`` the Service tab alone.
+
 In each state of each round: ``--requests`` chaos ``ok`` predicts at concurrency 1 on one
 keep-alive connection, then wrk at concurrency 8 for ``--seconds``. Prints p50 and p99 of each
-(c=1: over all rounds' requests; c=8: the median of the rounds' wrk figures), the ratio in
-use / idle, and the CPU that the UI process, the browsers and the img2video worker used in
-each state. The img2video jobs run on the same two cores as the API, so part of any change
-is the model's own work, not the UI's: the CPU columns say how much.
+(c=1: over all rounds' requests; c=8: the median of the rounds' wrk figures), the ratios, and
+the CPU that the UI process, the browsers and the img2video worker used in each state.
 
-Here the browsers share the server's two cores, which a user's browser does not: with
-``--browser-nice 19`` they get only what the server leaves, closer to a browser elsewhere.
+A user's browser runs on the user's machine; here the browsers share the server's two cores.
+``--browser-idle`` starts them (chromedriver, and so every Chromium process under it) in the
+kernel's idle scheduling class (SCHED_IDLE): they run only on CPU time nothing else wants and
+give way at once when the server wakes, the nearest this machine has to a browser elsewhere.
+``--browser-nice 19`` only lowers their share; 0 lets them compete.
 
-Run: .venv/bin/python bench/ui_impact.py [--rounds 5] [--requests 1000] [--seconds 4] [--browser-nice 19]
+Run: .venv/bin/python bench/ui_impact.py [--rounds 5] [--requests 1000] [--seconds 4]
+     [--browser-idle | --browser-nice 19] [--service-only] [--states idle,api,ui]
 (needs Debian's chromium and chromium-driver, and wrk.)
 """
 
@@ -28,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -52,6 +63,8 @@ from common import BenchServer, KeepAlivePost, free_port, machine, percentile, t
 from loadgen import STEAL_CLEAN, alternate, parse_wrk, progress, tree, wrk, wrk_script
 from servers import WK_CHAOS, chaos_body
 
+from watchkeeper.ui.service_tab import REFRESH_S
+
 CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000")
 WARMUP = 200  # c=1 requests before the first round, not counted
 ROUND_WARMUP = 20  # and on each round's new connection
@@ -71,12 +84,15 @@ return !!(bar && Number(bar.getAttribute('value')) >= 1 && video && video.getAtt
 """
 
 
-def chromium() -> webdriver.Chrome:
+def chromium(idle_class: bool) -> webdriver.Chrome:
+    """A headless Chromium; with ``idle_class``, it and all its processes in SCHED_IDLE."""
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for arg in CHROME_ARGS:
         options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=Service("/usr/bin/chromedriver"))
+    popen_kw = {"preexec_fn": _enter_idle_class} if idle_class else {}
+    service = Service("/usr/bin/chromedriver", popen_kw=popen_kw)  # inherited by every child
+    driver = webdriver.Chrome(options=options, service=service)
     driver.set_page_load_timeout(PAGE_S)
     return driver
 
@@ -146,6 +162,67 @@ class JobLoop:
             raise RuntimeError("the img2video loop in the page failed") from self.error
 
 
+def _enter_idle_class() -> None:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+class ApiLoop:
+    """The ``ui`` state's work sent straight to the API: img2video jobs and the Service reads."""
+
+    def __init__(self, base: str, image: Path, jobs: bool) -> None:
+        self.base, self.png, self.jobs = base, image.read_bytes(), jobs
+        self.done = 0
+        self.errors: list[BaseException] = []
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self.stopping.clear()
+        targets = [self._reads] + ([self._job_loop] if self.jobs else [])
+        self.threads = [threading.Thread(target=self._guarded(t), daemon=True) for t in targets]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(PAGE_S + 5)
+        if self.errors:
+            raise RuntimeError("the API loop failed") from self.errors[0]
+
+    def _guarded(self, target: Callable[[httpx.Client], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                with httpx.Client(base_url=self.base, timeout=PAGE_S) as client:
+                    target(client)
+            except BaseException as exc:  # raised again by stop(), in the measuring thread
+                self.errors.append(exc)
+        return run
+
+    def _reads(self, client: httpx.Client) -> None:
+        while not self.stopping.is_set():
+            client.get("/health").raise_for_status()
+            client.get("/metrics").raise_for_status()
+            self.stopping.wait(REFRESH_S)
+
+    def _job_loop(self, client: httpx.Client) -> None:
+        while not self.stopping.is_set():
+            files = {"image": ("image.png", self.png, "image/png")}
+            submitted = client.post("/v1/models/img2video/jobs", files=files,
+                                    data={"inputs": "{}", "params": "{}"})
+            submitted.raise_for_status()
+            urls = submitted.json()["urls"]
+            with client.stream("GET", urls["events"]) as events:
+                for _ in events.iter_lines():  # until the stream ends, after the final state
+                    pass
+            job = client.get(urls["self"]).json()
+            if job["state"] != "succeeded":
+                raise RuntimeError(f"an img2video job ended {job['state']}: {job.get('error')}")
+            for entry in job["result"]["files"]:
+                client.get(entry["url"]).raise_for_status()
+            self.done += 1
+
+
 def ui_pid(server: BenchServer) -> int:
     for child in psutil.Process(server.proc.pid).children(recursive=True):
         if "watchkeeper.ui" in " ".join(child.cmdline()):
@@ -165,10 +242,11 @@ def renice(pids: list[int], nice: int) -> None:
                 continue
 
 
-def cpu_of(pids: list[int]) -> float:
+def cpu_of(pids: list[int], with_children: bool = True) -> float:
+    """CPU seconds of these processes (and of their descendants alive now)."""
     total = 0.0
     for pid in pids:
-        for proc in tree(pid):
+        for proc in tree(pid) if with_children else tree(pid)[:1]:
             try:
                 times = proc.cpu_times()
             except psutil.NoSuchProcess:
@@ -177,15 +255,23 @@ def cpu_of(pids: list[int]) -> float:
     return total
 
 
+STATES = ("idle", "api", "ui")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=1000, help="c=1 requests per state per round")
     parser.add_argument("--seconds", type=int, default=4, help="wrk at c=8, per state per round")
     parser.add_argument("--browser-nice", type=int, default=0,
-                        help="run the browsers at this nice value (19: as if they ran on the users' "
-                             "own machines, which is where browsers run; 0: compete for the cores)")
+                        help="run the browsers at this nice value (0: compete for the cores)")
+    parser.add_argument("--browser-idle", action="store_true",
+                        help="run the browsers in SCHED_IDLE: only on CPU time the server leaves")
+    parser.add_argument("--service-only", action="store_true",
+                        help="no jobs: the Service tab alone (ui) against its reads alone (api)")
+    parser.add_argument("--states", default=",".join(STATES), help="which states, of " + ",".join(STATES))
     args = parser.parse_args()
+    args.states = [x for x in STATES if x in args.states.split(",")]
     work = Path(tempfile.mkdtemp(prefix="wk-ui-bench-"))
     image = photo(work)
     ui_port = free_port()
@@ -197,17 +283,14 @@ def main() -> int:
     try:
         server.wait_ready()
         ui_url = f"http://127.0.0.1:{ui_port}"
-        deadline = time.monotonic() + 60
-        while not _livez(ui_url):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the UI at {ui_url} did not answer /livez")
-            time.sleep(0.2)
-        browsers = [chromium(), chromium()]
+        wait_livez(ui_url)
+        browsers = [chromium(args.browser_idle), chromium(args.browser_idle)]
         browser_pids = [b.service.process.pid for b in browsers]
         renice(browser_pids, args.browser_nice)
         for driver in browsers:
             driver.get("about:blank")
-        service_page, loop = browsers[0], JobLoop(browsers[1], image)
+        service_page, page_loop = browsers[0], JobLoop(browsers[1], image)
+        api_loop = ApiLoop(server.url, image, jobs=not args.service_only)
         url = f"{server.url}/v1/models/chaos/predict"
         body = json.dumps(chaos_body()).encode()
         warm = KeepAlivePost(url, body)
@@ -217,15 +300,34 @@ def main() -> int:
         watched = {"ui": [ui_pid(server)], "browsers": browser_pids,
                    "img2video worker": server.worker_pids("img2video")}
 
-        def measure(in_use: bool) -> dict[str, Any]:
-            if in_use:
+        def cpu_now() -> dict[str, float]:
+            return {"front alone": cpu_of([server.proc.pid], with_children=False),
+                    **{name: cpu_of(pids) for name, pids in watched.items()}}
+
+        def load(state: str) -> tuple[Callable[[], None], Callable[[], int]]:
+            """Start the state's work; return how to stop it and how many jobs it has run."""
+            if state == "api":
+                api_loop.start()
+                return api_loop.stop, lambda: api_loop.done
+            if state == "ui":
                 open_tab(service_page, ui_url, "service")
-                loop.start(ui_url)
+                if not args.service_only:
+                    page_loop.start(ui_url)
                 renice(browser_pids, args.browser_nice)  # renderers started since
+
+                def stop() -> None:
+                    if not args.service_only:
+                        page_loop.stop()
+                    service_page.get("about:blank")
+                return stop, lambda: page_loop.done
+            return lambda: None, lambda: 0
+
+        def measure(state: str) -> dict[str, Any]:
+            stop, done = load(state)
             try:
                 time.sleep(SETTLE_S)
-                jobs_before = loop.done
-                cpu_before = {name: cpu_of(pids) for name, pids in watched.items()}
+                jobs_before = done()
+                cpu_before = cpu_now()
                 started = time.perf_counter()
                 client = KeepAlivePost(url, body)  # a new connection: an idle one is closed after 5 s
                 client.warm_up(ROUND_WARMUP)
@@ -234,26 +336,32 @@ def main() -> int:
                 out = wrk(url, script, 8, args.seconds)
                 run = parse_wrk(out, 8, (0.0, 0.0, 0.0))
                 wall = time.perf_counter() - started
-                cpu = {name: (cpu_of(pids) - cpu_before[name]) / wall for name, pids in watched.items()}
-                jobs = loop.done - jobs_before
+                cpu = {name: (value - cpu_before[name]) / wall for name, value in cpu_now().items()}
+                jobs = done() - jobs_before
             finally:
-                if in_use:
-                    loop.stop()
-                    service_page.get("about:blank")
+                stop()
             if run.errors:
                 raise RuntimeError(f"wrk had {run.errors} errors at c=8")
-            progress(f"{'in use' if in_use else 'idle'}: c=1 p50 {percentile(c1, 50):.3f} ms, "
-                     f"c=8 p50 {run.p50_ms:.3f} ms, {jobs} jobs")
+            progress(f"{state}: c=1 p50 {percentile(c1, 50):.3f} ms, c=8 p50 {run.p50_ms:.3f} ms, "
+                     f"{jobs} jobs")
             return {"c1": c1, "c8": (run.p50_ms, run.p99_ms, run.ok_per_s), "cpu": cpu, "jobs": jobs,
                     "wall": wall}
 
-        rounds = alternate({"idle": lambda: measure(False), "in use": lambda: measure(True)}, args.rounds)
+        rounds = alternate({state: (lambda s=state: measure(s)) for state in args.states}, args.rounds)
     finally:
         for driver in browsers:
             driver.quit()
         server.stop()
     report(args, rounds)
     return 0
+
+
+def wait_livez(url: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not _livez(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the UI at {url} did not answer /livez")
+        time.sleep(0.2)
 
 
 def _livez(url: str) -> bool:
@@ -264,33 +372,39 @@ def _livez(url: str) -> bool:
 
 
 def report(args: argparse.Namespace, rounds: Any) -> None:
-    states = ("idle", "in use")
+    states = args.states
     c1 = {s: [t for r in rounds[s] for t in r["c1"]] for s in states}
     c8 = {s: [r["c8"] for r in rounds[s]] for s in states}
     fig = {s: {"c=1 p50": percentile(c1[s], 50), "c=1 p99": percentile(c1[s], 99),
                "c=8 p50": statistics.median(x[0] for x in c8[s]),
                "c=8 p99": statistics.median(x[1] for x in c8[s])} for s in states}
-    pairs = [statistics.median(b["c1"]) / statistics.median(a["c1"])
-             for a, b in zip(rounds["idle"], rounds["in use"], strict=True)]
+    ratios = [(b, a) for b, a in (("api", "idle"), ("ui", "api"), ("ui", "idle"))
+              if a in states and b in states]
     steal = rounds.worst_by_round()
-    print(f"# API latency, UI idle vs in use: chaos no-op predict, {args.rounds} alternating rounds "
-          f"(c=1: {args.requests} requests a round; c=8: wrk {args.seconds} s a round); browsers at nice "
-          f"{args.browser_nice}; {machine()}")
+    browsers = "in SCHED_IDLE" if args.browser_idle else f"at nice {args.browser_nice}"
+    work = "the Service tab only, no jobs" if args.service_only else "img2video jobs and the Service reads"
+    print(f"# API latency by state ({', '.join(states)}; {work}): chaos no-op predict, {args.rounds} "
+          f"alternating rounds (c=1: {args.requests} requests a round; c=8: wrk {args.seconds} s a round); "
+          f"browsers {browsers}; {machine()}")
     print(f"# rounds with steal over {STEAL_CLEAN:.0%}: {sum(s > STEAL_CLEAN for s in steal)} "
           f"(worst {max(steal):.0%})\n")
-    rows = [[name, f"{fig['idle'][name]:.3f}", f"{fig['in use'][name]:.3f}",
-             f"{fig['in use'][name] / fig['idle'][name]:.2f}"] for name in fig["idle"]]
-    print(table(["ms", "UI idle", "UI in use", "in use / idle"], rows))
-    print(f"\nc=1 p50 ratio by round (in use / idle): {', '.join(f'{p:.2f}' for p in pairs)}; "
-          f"median {statistics.median(pairs):.2f}")
+    rows = [[name] + [f"{fig[s][name]:.3f}" for s in states]
+            + [f"{fig[b][name] / fig[a][name]:.2f}" for b, a in ratios] for name in fig[states[0]]]
+    print(table(["ms", *states, *(f"{b} / {a}" for b, a in ratios)], rows))
+    for b, a in ratios:
+        pairs = [statistics.median(y["c1"]) / statistics.median(x["c1"])
+                 for x, y in zip(rounds[a], rounds[b], strict=True)]
+        print(f"c=1 p50 {b} / {a} by round: {', '.join(f'{p:.2f}' for p in pairs)}; "
+              f"median {statistics.median(pairs):.2f}")
     cpu_rows = [[name] + [f"{statistics.median(r['cpu'][name] for r in rounds[s]) * 100:.1f}" for s in states]
-                for name in rounds["idle"][0]["cpu"]]
+                for name in rounds[states[0]][0]["cpu"]]
     print()
-    print(table(["CPU % of one core (median of rounds)", "UI idle", "UI in use"], cpu_rows))
-    jobs = [r["jobs"] for r in rounds["in use"]]
-    walls = [r["wall"] for r in rounds["in use"]]
-    print(f"\nimg2video jobs run from the page while measuring: {sum(jobs)} in {sum(walls):.0f} s "
-          f"({sum(jobs) / sum(walls):.2f} a second)")
+    print(table(["CPU % of one core (median of rounds)", *states], cpu_rows))
+    for state in ("api", "ui"):
+        if state in states and not args.service_only:
+            jobs, walls = [r["jobs"] for r in rounds[state]], [r["wall"] for r in rounds[state]]
+            print(f"img2video jobs run in state {state} while measuring: {sum(jobs)} in {sum(walls):.0f} s "
+                  f"({sum(jobs) / sum(walls):.2f} a second)")
 
 
 if __name__ == "__main__":

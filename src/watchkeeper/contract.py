@@ -33,7 +33,7 @@ import base64
 import binascii
 import re
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -289,8 +289,9 @@ class Model:
     #: Largest batch this model accepts in one ``predict_batch`` call.
     max_batch_size: ClassVar[int] = 1
     #: Parameter limits by device memory: ``{12: {"resolution": 512}, 24: {...}}`` (GB ->
-    #: a maximum per param, or a list of allowed values); see ``watchkeeper.worker.profiles``.
-    profiles: ClassVar[dict[float, dict[str, Any]]] = {}
+    #: a maximum per param, or a list of allowed values; or a list of such sets, one of which
+    #: must allow a request's values together); see ``watchkeeper.worker.profiles``.
+    profiles: ClassVar[Mapping[float, Mapping[str, Any] | Sequence[Mapping[str, Any]]]] = {}
     #: The ``[models.NAME.options]`` table, validated; the instance is ``self.options``.
     Options: ClassVar[type[Options]] = NoOptions
 

@@ -157,3 +157,31 @@ def test_load_shedding_refuses_what_would_only_time_out(serve: ServerFactory) ->
     assert int(shed.headers["Retry-After"]) >= 1
     running["thread"].join(10)
     assert running["result"].status_code == 200
+
+
+def test_params_that_depend_on_each_other_are_refused_together(serve: ServerFactory) -> None:
+    """img2video's 40 GB class: 1024p up to 24 frames, 32 frames up to 512p (a list of sets).
+    Each value alone is within the published bounds; the pair is refused before it queues."""
+    srv = serve({"img2video": {"app": "watchkeeper.apps.img2video:Img2Video", **FAST, "timeout_s": 60,
+                               "device_memory_gb": 40}})
+    model = srv.get("/v1/models/img2video").json()
+    assert model["profile"]["classes"]["40"] == [
+        {"resolution": ["256p", "512p", "768p", "1024p"], "frames": 24},
+        {"resolution": ["256p", "512p"], "frames": 32}]
+    assert model["params_schema"]["properties"]["frames"]["maximum"] == 32
+    assert len(model["params_schema"]["anyOf"]) == 2
+    both = {"resolution": "1024p", "frames": 32}
+    body = {"inputs": {"image": photo()}, "params": both}
+    for response in (srv.client.post("/v1/models/img2video/predict", json=body),
+                     srv.client.post("/v1/models/img2video/jobs", json=body)):
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["message"] == (
+            "resolution = '1024p' with frames = 32 is not allowed on this device (40 GB profile: "
+            "resolution one of ['256p', '512p', '768p', '1024p'], frames at most 24; or resolution "
+            "one of ['256p', '512p'], frames at most 32)")
+        assert error["details"]["errors"] == [{"field": "params", "message": error["message"]}]
+    small = {"resolution": "256p", "frames": 32, "fps": 8}
+    assert srv.predict("img2video", {"image": photo()}, small).status_code == 200
+    job = srv.submit_job("img2video", {"image": photo()}, {"resolution": "1024p", "frames": 24})
+    assert job["params"]["resolution"] == "1024p"

@@ -6,8 +6,8 @@ zoom, a pan, or a gentle parallax in which a guessed depth map moves near pixels
 far ones. What the service around it has to handle is the same: a request whose memory
 grows with resolution and frames, a degradation ladder (1024p -> 768p -> 512p, then
 32 -> 24 -> 16 frames) and per-device parameter limits (``profiles``: 12 GB -> 512p and
-16 frames, 24 GB -> 768p and 24, 40 GB -> 1024p and 32, the limits used in production
-image-to-video services).
+16 frames, 24 GB -> 768p and 24, 40 GB -> 1024p and 32 but more than 24 frames only up to
+512p, the limits used in production image-to-video services and their page).
 
 Frames are rendered one at a time with OpenCV (``warpAffine``, or ``remap`` for parallax,
 linear interpolation, cosine easing) from a working copy of the image scaled once to the
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import av
@@ -100,11 +100,13 @@ class Img2Video(contract.Model):
         )
 
     #: Per-GPU limits on this model's params, as production image-to-video services set them
-    #: (lists: allowed values).
-    profiles: ClassVar[dict[float, dict[str, Any]]] = {
+    #: (lists: allowed values). On 40 GB, as their page does, more than 24 frames only up to
+    #: 512p: a list of sets, one of which must allow the resolution and the frames together.
+    profiles: ClassVar[Mapping[float, Mapping[str, Any] | Sequence[Mapping[str, Any]]]] = {
         12: {"resolution": ["256p", "512p"], "frames": 16},
         24: {"resolution": ["256p", "512p", "768p"], "frames": 24},
-        40: {"resolution": ["256p", "512p", "768p", "1024p"], "frames": 32},
+        40: [{"resolution": ["256p", "512p", "768p", "1024p"], "frames": 24},
+             {"resolution": ["256p", "512p"], "frames": 32}],
     }
 
     #: The H.264 encoder in use, chosen by ``setup``.

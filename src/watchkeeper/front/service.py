@@ -249,7 +249,17 @@ class ModelService:
         except fastjsonschema.JsonSchemaValueException as exc:
             field = "params" + (exc.name or "data")[len("data") :]
             message = (exc.message or "").replace(exc.name or "data", field, 1)
+            if exc.rule == "anyOf" and field == "params":  # the profile's sets (worker.profiles)
+                message = self._not_together(params)
             raise InvalidInput(message, details={"errors": [{"field": field, "message": message}]}) from None
+
+    def _not_together(self, params: dict[str, Any]) -> str:
+        """Values each within bounds that none of the device profile's sets allows together."""
+        assert self.schema is not None
+        schema = self.schema.params
+        names = {n for one in schema.get("anyOf", []) for n in one.get("properties", {}) if n in params}
+        together = " with ".join(f"{n} = {params[n]!r}" for n in params if n in names)
+        return f"{together} is not allowed on this device ({schema.get('x-profile-combinations', '')})"
 
     def _set_schema(self, schema: ModelSchema) -> None:
         if self.schema == schema:

@@ -8,7 +8,10 @@ a JSON box for anything else). The device's parameter ``profile`` and the proper
 ``x-without-profile`` say which values are out of this device's reach: an enum's values are
 kept as choices but disabled, a number's slider stops at the profile's maximum, and each gets
 a note ("1024p needs the 40 GB profile; this device has 25.7 GB"), recomputed from the current
-values of the other params (the class asked for must allow all of them).
+values of the other params (the class asked for must allow all of them). A class may be a list
+of sets of limits (params that depend on each other, such as frames and resolution): a choice
+the device's class allows alone but not with the other params' current values is disabled
+too, and a number's current value that is not allowed with them gets a note.
 """
 
 from __future__ import annotations
@@ -168,6 +171,14 @@ def _allows(limit: Any, value: Any) -> bool:
     return True
 
 
+def _class_allows(limits: Any, wanted: dict[str, Any]) -> bool:
+    """Whether a class (one set of limits, or a list of sets of which one must do) allows
+    all the ``wanted`` values together."""
+    sets = [limits] if isinstance(limits, dict) else limits if isinstance(limits, list) else [{}]
+    return any(all(_allows(one.get(p), v) for p, v in wanted.items())
+               for one in sets if isinstance(one, dict))
+
+
 def needed_class(profile: dict[str, Any] | None, name: str, value: Any,
                  others: dict[str, Any]) -> float | None:
     """The smallest memory class whose limits allow ``name = value`` and the other values."""
@@ -180,11 +191,19 @@ def needed_class(profile: dict[str, Any] | None, name: str, value: Any,
             size = float(key)
         except ValueError:
             continue
-        limits = limits if isinstance(limits, dict) else {}
-        wanted = {**others, name: value}
-        if all(_allows(limits.get(p), v) for p, v in wanted.items()):
+        if _class_allows(limits, {**others, name: value}):
             fits.append(size)
     return min(fits) if fits else None
+
+
+def _here_allows(profile: dict[str, Any] | None, wanted: dict[str, Any]) -> bool:
+    """Whether this device's class allows the ``wanted`` values together (yes when unknown)."""
+    chosen = (profile or {}).get("memory_class_gb")
+    classes = (profile or {}).get("classes")
+    if not isinstance(chosen, (int, float)) or not isinstance(classes, dict):
+        return True
+    limits = classes.get(f"{float(chosen):g}")
+    return limits is None or _class_allows(limits, wanted)
 
 
 def _words(spec: FieldSpec) -> str:
@@ -221,15 +240,23 @@ def limit_notes(specs: list[FieldSpec], profile: dict[str, Any] | None,
     notes: list[Note] = []
     for spec in specs:
         others = {k: v for k, v in current.items() if k != spec.name and v is not None}
-        for value in spec.disabled:
-            notes.append(Note(spec.name, value, _sentence(_shown(value), profile, spec.name, value,
-                                                           others)))
-        top = spec.maximum_without_profile
-        if spec.kind in ("slider", "number") and spec.narrowed and spec.maximum is not None:
-            value = top if top is not None else spec.maximum + (spec.step or 1)
-            subject = f"{_shown(value)} {_words(spec)}" if top is not None else \
-                f"{_words(spec)} over {_shown(spec.maximum)}"
+
+        def note(value: Any, subject: str, spec: FieldSpec = spec, others: dict[str, Any] = others) -> None:
             notes.append(Note(spec.name, value, _sentence(subject, profile, spec.name, value, others)))
+
+        for value in spec.choices if spec.name in limited else spec.disabled:
+            if value in spec.disabled or not _here_allows(profile, {**others, spec.name: value}):
+                note(value, _shown(value))  # out of the profile, or not with the others' values
+        top = spec.maximum_without_profile
+        if spec.kind in ("slider", "number") and spec.narrowed and spec.maximum is not None and \
+                (top is None or top > spec.maximum):  # the profile lowered it
+            value = top if top is not None else spec.maximum + (spec.step or 1)
+            note(value, f"{_shown(value)} {_words(spec)}" if top is not None else
+                 f"{_words(spec)} over {_shown(spec.maximum)}")
+        value = current.get(spec.name)
+        if spec.kind in ("slider", "number") and value is not None and \
+                not _here_allows(profile, {**others, spec.name: value}):
+            note(value, f"{_shown(value)} {_words(spec)}")  # within its bound, not with the others
     return notes
 
 

@@ -62,7 +62,7 @@ def disabled_data(model: str, specs: list[forms.FieldSpec], notes: list[forms.No
     by_field: dict[str, dict[str, str]] = {}
     for note in notes:
         spec = next((s for s in specs if s.name == note.field), None)
-        if spec is not None and note.value in spec.disabled:
+        if spec is not None and note.value in spec.choices:
             by_field.setdefault(note.field, {})[str(note.value)] = note.text
     payload = html.escape(json.dumps(by_field), quote=True)
     return f'<div class="wk-disabled-data" data-model="{html.escape(model)}" data-disabled="{payload}"></div>'

@@ -253,9 +253,15 @@ def test_24_gb_profile_allows_768p_and_24_frames():
         "params.frames"]
 
 
-def test_40_gb_profile_allows_everything_and_8_gb_gets_the_smallest():
-    everything = {"resolution": "1024p", "frames": 32}
-    assert violations(everything, choose_profile(Img2Video.profiles, 80)) == []
+def test_40_gb_profile_allows_the_largest_of_each_but_not_together_and_8_gb_gets_the_smallest():
+    largest = choose_profile(Img2Video.profiles, 80)
+    assert largest.limits == {"resolution": ["256p", "512p", "768p", "1024p"], "frames": 32}
+    assert violations({"resolution": "1024p", "frames": 24}, largest) == []
+    assert violations({"resolution": "512p", "frames": 32}, largest) == []
+    (problem,) = violations({"resolution": "1024p", "frames": 32}, largest)
+    assert problem["field"] == "params"
+    assert "resolution = '1024p' with frames = 32 is not allowed on this device" in problem["message"]
+    assert "frames at most 24; or resolution one of ['256p', '512p'], frames at most 32" in problem["message"]
     assert choose_profile(Img2Video.profiles, 8).memory_gb == 12
 
 

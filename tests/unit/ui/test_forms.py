@@ -32,7 +32,8 @@ IMG2VIDEO_PROFILE: dict[str, Any] = {
     "device_memory_gb": 25.3,
     "classes": {"12": {"resolution": ["256p", "512p"], "frames": 16},
                 "24": {"resolution": ["256p", "512p", "768p"], "frames": 24},
-                "40": {"resolution": ["256p", "512p", "768p", "1024p"], "frames": 32}},
+                "40": [{"resolution": ["256p", "512p", "768p", "1024p"], "frames": 24},
+                       {"resolution": ["256p", "512p"], "frames": 32}]},
 }
 IMAGE_INPUTS: dict[str, Any] = {
     "additionalProperties": False, "required": ["image"], "title": "Inputs", "type": "object",
@@ -162,3 +163,45 @@ def test_values_are_sent_as_the_api_wants_them() -> None:
     assert isinstance(sent["n"], int)
     with pytest.raises(forms.FormError, match="Echo: not valid JSON"):
         forms.collect(specs, [1, None, "{nope", None, "", None])
+
+
+# --- params that depend on each other (a class of several sets) ------------------------------
+
+
+def published_at(device_gb: float) -> tuple[list[forms.FieldSpec], dict[str, Any]]:
+    """img2video's params fields and profile as a worker on a device of ``device_gb`` publishes them."""
+    from watchkeeper.apps.img2video import Img2Video
+    from watchkeeper.worker.profiles import choose_profile, narrow_schema
+
+    profile = choose_profile(Img2Video.profiles, device_gb)
+    schema = narrow_schema(Img2Video.Params.model_json_schema(), profile)
+    return forms.field_specs(schema), profile.to_dict()
+
+
+def test_a_choice_the_class_allows_only_with_fewer_frames_is_disabled_at_more() -> None:
+    """On 40 GB: 1024p and 768p up to 24 frames; at 32 frames only up to 512p (the page's rule)."""
+    specs, profile = published_at(40)
+    assert by_name(specs)["resolution"].disabled == []
+    assert forms.limit_notes(specs, profile, {"resolution": "512p", "frames": 24}) == []
+    at_32 = forms.limit_notes(specs, profile, {"resolution": "512p", "frames": 32})
+    assert [(n.field, n.value, n.text) for n in at_32] == [
+        ("resolution", "768p", "768p is allowed by no profile with frames = 32; this device has 40 GB"),
+        ("resolution", "1024p", "1024p is allowed by no profile with frames = 32; this device has 40 GB"),
+    ]
+
+
+def test_a_number_not_allowed_with_the_others_current_values_gets_a_note() -> None:
+    specs, profile = published_at(40)
+    assert by_name(specs)["frames"].maximum == 32  # the widest over the class's sets
+    notes = forms.limit_notes(specs, profile, {"resolution": "1024p", "frames": 32})
+    assert [(n.field, n.value) for n in notes] == [("resolution", "768p"), ("resolution", "1024p"),
+                                                   ("frames", 32)]
+    assert notes[-1].text == ("32 frames is allowed by no profile with resolution = 1024p; "
+                              "this device has 40 GB")
+
+
+def test_on_a_smaller_device_the_joint_class_is_only_named() -> None:
+    specs, profile = published_at(25.3)
+    notes = forms.limit_notes(specs, profile, {"resolution": "512p", "frames": 24})
+    assert [n.text for n in notes] == ["1024p needs the 40 GB profile; this device has 25.3 GB",
+                                       "32 frames needs the 40 GB profile; this device has 25.3 GB"]

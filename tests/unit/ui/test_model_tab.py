@@ -45,3 +45,14 @@ def test_a_page_follows_one_job_per_model() -> None:
     following(request, "m", "j2")  # type: ignore[arg-type]
     assert following(request, "m") == "j2"  # type: ignore[arg-type]
     assert following(request, "other") == ""  # type: ignore[arg-type]
+
+
+def test_the_page_scripts_data_disables_a_choice_not_allowed_with_the_others() -> None:
+    from tests.unit.ui.test_forms import published_at
+
+    specs, profile = published_at(40)
+    notes = forms.limit_notes(specs, profile, {"resolution": "512p", "frames": 32})
+    element = disabled_data("img2video", specs, notes)
+    payload = json.loads(html.unescape(element.split('data-disabled="')[1].split('"')[0]))
+    assert sorted(payload["resolution"]) == ["1024p", "768p"]
+    assert "frames = 32" in payload["resolution"]["1024p"]

@@ -224,3 +224,58 @@ def test_params_not_sent_are_not_checked() -> None:
 
 def test_no_profile_allows_anything() -> None:
     assert violations({"steps": 10**9, "resolution": 4096}, Profile()) == []
+
+
+# --- classes of several sets: params that depend on each other ---------------------------
+
+#: 40 GB as the image-to-video page sets it: 1024p only up to 24 frames, 32 frames up to 512p.
+JOINT: dict[float, Any] = {
+    24: {"resolution": [256, 512, 768], "frames": 24},
+    40: [{"resolution": [256, 512, 768, 1024], "frames": 24, "steps": 100},
+         {"resolution": [256, 512], "frames": 32, "steps": 100}],
+}
+
+
+def test_the_schema_shows_the_widest_limit_of_each_param_over_the_sets() -> None:
+    profile = choose_profile(JOINT, 40)
+    assert profile.limits == {"resolution": [256, 512, 768, 1024], "frames": 32, "steps": 100}
+    assert profile.combinations == JOINT[40]
+    props = narrow_schema(schema(), profile)["properties"]
+    assert props["frames"]["maximum"] == 32
+    assert props["resolution"]["enum"] == [256, 512, 768, 1024]
+
+
+def test_values_allowed_alone_but_by_no_set_together_are_one_problem() -> None:
+    profile = choose_profile(JOINT, 40)
+    assert violations({"resolution": 1024, "frames": 24}, profile) == []
+    assert violations({"resolution": 512, "frames": 32}, profile) == []
+    (problem,) = violations({"resolution": 1024, "frames": 32}, profile)
+    assert problem == {"field": "params", "message":
+                       "resolution = 1024 with frames = 32 is not allowed on this device (40 GB profile: "
+                       "resolution one of [256, 512, 768, 1024], frames at most 24, steps at most 100; or "
+                       "resolution one of [256, 512], frames at most 32, steps at most 100)"}
+
+
+def test_a_value_over_its_widest_limit_is_reported_alone() -> None:
+    (problem,) = violations({"resolution": 1024, "frames": 40}, choose_profile(JOINT, 40))
+    assert problem["field"] == "params.frames"
+
+
+def test_only_the_values_sent_are_checked_together() -> None:
+    profile = choose_profile(JOINT, 40)
+    assert violations({"frames": 32}, profile) == []  # resolution left to its default
+    assert violations({"resolution": 1024}, profile) == []
+
+
+def test_a_param_one_set_leaves_unlimited_has_no_single_bound() -> None:
+    profile = choose_profile({8: [{"frames": 16, "steps": 50}, {"frames": 32}]}, 8)
+    assert profile.limits == {"frames": 32}
+    assert violations({"frames": 24, "steps": 10**6}, profile) == []  # the second set allows it
+    (problem,) = violations({"frames": 33, "steps": 10}, profile)
+    assert problem["field"] == "params.frames"
+
+
+def test_a_class_of_several_sets_is_published_as_their_list() -> None:
+    published = choose_profile(JOINT, 24).to_dict()
+    assert published["memory_class_gb"] == 24.0
+    assert published["classes"] == {"24": JOINT[24], "40": JOINT[40]}
