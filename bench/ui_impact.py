@@ -2,21 +2,25 @@
 
 Issue 16 asks that the API's latency be unchanged while someone uses the UI. One
 ``watchkeeper serve`` with its UI on (``[ui] enabled``, set by ``WK_UI__ENABLED``) serves
-``chaos`` (the measured no-op predict) and ``img2video``. Three states, measured in alternating
+``chaos`` (the measured no-op predict) and ``img2video``. Four states, measured in alternating
 rounds (the order flips every round, so each sees the same machine):
 
 - ``idle``: the UI process runs, nobody is on it (both browsers show ``about:blank``);
 - ``api``: the same work as ``ui``, sent straight to the API by a script, no page: img2video jobs
   one after the other (submit the photo, follow the job's events to the end, download the
   video) and a ``/health`` + ``/metrics`` read every 2 s, what an open Service tab reads;
+- ``busy``: no work on the server; the two browsers spin on a blank page for ``--busy-share``
+  of a core each (0.3): what the browsers' own CPU does to the API here, without the UI;
 - ``ui``: one headless Chromium shows the Service tab (its timer reads ``/health`` and
   ``/metrics`` every 2 s) and a second one runs img2video jobs from its tab in a loop (the
   photo uploaded once; Run, wait for the video, Run again; the UI's default params).
 
-``ui / api`` is then what the UI itself costs the API (its process, its page's requests, and
-the browsers where they share the server's cores); ``api / idle`` is what the model work costs,
-which any client sending those jobs would cost. With ``--service-only``, neither state runs
-jobs: ``api`` is the reads alone, ``ui`` the Service tab alone.
+``ui / api`` is then what the UI costs the API (its process, its page's requests, and the
+browsers where they share the server's cores); ``ui / busy`` puts the browsers' own CPU on both
+sides, leaving the UI process; ``api / idle`` is what the model work costs, which any client
+sending those jobs would cost. Both states start a job at most every
+``--job-every`` seconds (2), so they run about as many. With ``--service-only``, neither state
+runs jobs: ``api`` is the reads alone, ``ui`` the Service tab alone.
 
 In each state of each round: ``--requests`` chaos ``ok`` predicts at concurrency 1 on one
 keep-alive connection, then wrk at concurrency 8 for ``--seconds``. Prints p50 and p99 of each
@@ -30,7 +34,8 @@ give way at once when the server wakes, the nearest this machine has to a browse
 ``--browser-nice 19`` only lowers their share; 0 lets them compete.
 
 Run: .venv/bin/python bench/ui_impact.py [--rounds 5] [--requests 1000] [--seconds 4]
-     [--browser-idle | --browser-nice 19] [--service-only] [--states idle,api,ui]
+     [--browser-idle | --browser-nice 19] [--service-only] [--job-every 2] [--busy-share 0.3]
+     [--states idle,api,busy,ui]
 (needs Debian's chromium and chromium-driver, and wrk.)
 """
 
@@ -119,8 +124,8 @@ def photo(directory: Path) -> Path:
 class JobLoop:
     """Runs img2video jobs from the page, one after the other, until stopped."""
 
-    def __init__(self, driver: WebDriver, image: Path) -> None:
-        self.driver, self.image = driver, image
+    def __init__(self, driver: WebDriver, image: Path, every_s: float) -> None:
+        self.driver, self.image, self.every_s = driver, image, every_s
         self.done = 0
         self.error: BaseException | None = None
         self.stopping = threading.Event()
@@ -140,10 +145,12 @@ class JobLoop:
     def _run(self) -> None:
         try:
             while not self.stopping.is_set():
+                started = time.monotonic()
                 before = self.driver.execute_script(JOB_ID_JS)
                 self.driver.find_element(By.ID, "img2video-run").click()
                 until(self.driver, self._finished(before), "a job's video")
                 self.done += 1
+                self.stopping.wait(started + self.every_s - time.monotonic())
         except BaseException as exc:  # raised again by stop(), in the measuring thread
             self.error = exc
 
@@ -169,8 +176,8 @@ def _enter_idle_class() -> None:
 class ApiLoop:
     """The ``ui`` state's work sent straight to the API: img2video jobs and the Service reads."""
 
-    def __init__(self, base: str, image: Path, jobs: bool) -> None:
-        self.base, self.png, self.jobs = base, image.read_bytes(), jobs
+    def __init__(self, base: str, image: Path, jobs: bool, every_s: float) -> None:
+        self.base, self.png, self.jobs, self.every_s = base, image.read_bytes(), jobs, every_s
         self.done = 0
         self.errors: list[BaseException] = []
         self.stopping = threading.Event()
@@ -207,6 +214,7 @@ class ApiLoop:
 
     def _job_loop(self, client: httpx.Client) -> None:
         while not self.stopping.is_set():
+            started = time.monotonic()
             files = {"image": ("image.png", self.png, "image/png")}
             submitted = client.post("/v1/models/img2video/jobs", files=files,
                                     data={"inputs": "{}", "params": "{}"})
@@ -221,6 +229,7 @@ class ApiLoop:
             for entry in job["result"]["files"]:
                 client.get(entry["url"]).raise_for_status()
             self.done += 1
+            self.stopping.wait(started + self.every_s - time.monotonic())
 
 
 def ui_pid(server: BenchServer) -> int:
@@ -255,7 +264,10 @@ def cpu_of(pids: list[int], with_children: bool = True) -> float:
     return total
 
 
-STATES = ("idle", "api", "ui")
+STATES = ("idle", "api", "busy", "ui")
+#: The ``busy`` state's page: every 50 ms, spin for a share of it (the browsers' CPU, no UI).
+BUSY_PAGE = ("data:text/html,<title>busy</title><script>setInterval(function () {"
+             "var end = performance.now() + %.1f; while (performance.now() < end) {}}, 50)</script>")
 
 
 def main() -> int:
@@ -269,6 +281,13 @@ def main() -> int:
                         help="run the browsers in SCHED_IDLE: only on CPU time the server leaves")
     parser.add_argument("--service-only", action="store_true",
                         help="no jobs: the Service tab alone (ui) against its reads alone (api)")
+    parser.add_argument("--job-every", type=float, default=2.0,
+                        help="start a job at most every this many seconds, in both states (a job "
+                             "that takes longer is followed at once by the next)")
+    parser.add_argument("--ui-nice", type=int, default=0,
+                        help="renice the UI process to this (0: as the server started it)")
+    parser.add_argument("--busy-share", type=float, default=0.3,
+                        help="in state busy, the share of a core each browser's page spins for")
     parser.add_argument("--states", default=",".join(STATES), help="which states, of " + ",".join(STATES))
     args = parser.parse_args()
     args.states = [x for x in STATES if x in args.states.split(",")]
@@ -289,14 +308,17 @@ def main() -> int:
         renice(browser_pids, args.browser_nice)
         for driver in browsers:
             driver.get("about:blank")
-        service_page, page_loop = browsers[0], JobLoop(browsers[1], image)
-        api_loop = ApiLoop(server.url, image, jobs=not args.service_only)
+        service_page, page_loop = browsers[0], JobLoop(browsers[1], image, args.job_every)
+        api_loop = ApiLoop(server.url, image, jobs=not args.service_only,
+                          every_s=args.job_every)
         url = f"{server.url}/v1/models/chaos/predict"
         body = json.dumps(chaos_body()).encode()
         warm = KeepAlivePost(url, body)
         warm.warm_up(WARMUP)
         warm.close()
         script = wrk_script(chaos_body(), work)
+        if args.ui_nice:
+            psutil.Process(ui_pid(server)).nice(args.ui_nice)
         watched = {"ui": [ui_pid(server)], "browsers": browser_pids,
                    "img2video worker": server.worker_pids("img2video")}
 
@@ -309,6 +331,15 @@ def main() -> int:
             if state == "api":
                 api_loop.start()
                 return api_loop.stop, lambda: api_loop.done
+            if state == "busy":
+                for driver in browsers:
+                    driver.get(BUSY_PAGE % (args.busy_share * 50))
+                renice(browser_pids, args.browser_nice)
+
+                def stop_busy() -> None:
+                    for driver in browsers:
+                        driver.get("about:blank")
+                return stop_busy, lambda: 0
             if state == "ui":
                 open_tab(service_page, ui_url, "service")
                 if not args.service_only:
@@ -378,14 +409,14 @@ def report(args: argparse.Namespace, rounds: Any) -> None:
     fig = {s: {"c=1 p50": percentile(c1[s], 50), "c=1 p99": percentile(c1[s], 99),
                "c=8 p50": statistics.median(x[0] for x in c8[s]),
                "c=8 p99": statistics.median(x[1] for x in c8[s])} for s in states}
-    ratios = [(b, a) for b, a in (("api", "idle"), ("ui", "api"), ("ui", "idle"))
+    ratios = [(b, a) for b, a in (("api", "idle"), ("ui", "api"), ("ui", "busy"), ("ui", "idle"))
               if a in states and b in states]
     steal = rounds.worst_by_round()
     browsers = "in SCHED_IDLE" if args.browser_idle else f"at nice {args.browser_nice}"
     work = "the Service tab only, no jobs" if args.service_only else "img2video jobs and the Service reads"
     print(f"# API latency by state ({', '.join(states)}; {work}): chaos no-op predict, {args.rounds} "
           f"alternating rounds (c=1: {args.requests} requests a round; c=8: wrk {args.seconds} s a round); "
-          f"browsers {browsers}; {machine()}")
+          f"browsers {browsers}; UI process at nice {args.ui_nice or 'as started'}; {machine()}")
     print(f"# rounds with steal over {STEAL_CLEAN:.0%}: {sum(s > STEAL_CLEAN for s in steal)} "
           f"(worst {max(steal):.0%})\n")
     rows = [[name] + [f"{fig[s][name]:.3f}" for s in states]
