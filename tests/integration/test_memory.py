@@ -181,6 +181,14 @@ def test_params_that_depend_on_each_other_are_refused_together(serve: ServerFact
             "resolution one of ['256p', '512p', '768p', '1024p'], frames at most 24; or resolution "
             "one of ['256p', '512p'], frames at most 32)")
         assert error["details"]["errors"] == [{"field": "params", "message": error["message"]}]
+    # a bad field is named as such, not taken for a pair the profile refuses
+    for params, named in (({"resolution": "9999p", "frames": 32}, "params.resolution must be one of"),
+                          ({"resolution": "1024p", "frames": 99}, "params.frames must be smaller than"),
+                          ({"resolution": "1024p", "frames": 32, "bogus": 1}, "must not contain {'bogus'}")):
+        response = srv.client.post("/v1/models/img2video/jobs", json={"inputs": {"image": photo()},
+                                                                      "params": params})
+        assert response.status_code == 422, response.text
+        assert named in response.json()["error"]["message"], response.text
     small = {"resolution": "256p", "frames": 32, "fps": 8}
     assert srv.predict("img2video", {"image": photo()}, small).status_code == 200
     job = srv.submit_job("img2video", {"image": photo()}, {"resolution": "1024p", "frames": 24})

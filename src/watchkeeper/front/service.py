@@ -241,11 +241,14 @@ class ModelService:
         )
 
     def check_params(self, params: dict[str, Any]) -> None:
-        """Check params against the model's published schema (when a worker has sent it)."""
+        """Check params against the model's published schema (when a worker has sent it): each
+        field first, then the device profile's sets together (its ``anyOf``), so a bad field
+        is named as such even where the profile has sets."""
         if self._check_params is None:
             return
         try:
-            self._check_params(params)
+            for check in self._check_params:
+                check(params)
         except fastjsonschema.JsonSchemaValueException as exc:
             field = "params" + (exc.name or "data")[len("data") :]
             message = (exc.message or "").replace(exc.name or "data", field, 1)
@@ -265,7 +268,9 @@ class ModelService:
         if self.schema == schema:
             return
         self.schema = schema
-        self._check_params = fastjsonschema.compile(schema.params)
+        fields = {k: v for k, v in schema.params.items() if k != "anyOf"}
+        sets = [fastjsonschema.compile({"anyOf": schema.params["anyOf"]})] if "anyOf" in schema.params else []
+        self._check_params = [fastjsonschema.compile(fields), *sets]
         wanted = self.config.max_batch_size or schema.max_batch_size
         self.scheduler.max_batch_size = max(1, min(wanted, schema.max_batch_size))
 
