@@ -30,7 +30,7 @@ from watchkeeper.errors import (
 )
 from watchkeeper.front import metrics
 from watchkeeper.logs import log_event
-from watchkeeper.protocol.messages import ModelSchema
+from watchkeeper.protocol.messages import PROFILE_SETS_KEY, ModelSchema, not_together
 from watchkeeper.scheduling.admission import Admission
 from watchkeeper.scheduling.memory_ledger import Ledger, Ledgers, Rung, shape_key
 from watchkeeper.scheduling.pending import MemoryPlan, Outcome, Pending, RunListener
@@ -260,9 +260,8 @@ class ModelService:
         """Values each within bounds that none of the device profile's sets allows together."""
         assert self.schema is not None
         schema = self.schema.params
-        names = {n for one in schema.get("anyOf", []) for n in one.get("properties", {}) if n in params}
-        together = " with ".join(f"{n} = {params[n]!r}" for n in params if n in names)
-        return f"{together} is not allowed on this device ({schema.get('x-profile-combinations', '')})"
+        names = {n for one in schema.get("anyOf", []) for n in one.get("properties", {})}
+        return not_together({n: v for n, v in params.items() if n in names}, schema.get(PROFILE_SETS_KEY, ""))
 
     def _set_schema(self, schema: ModelSchema) -> None:
         if self.schema == schema:

@@ -40,6 +40,8 @@ __all__ = [
     "PERMANENT_EXITS",
     "PERMANENT_STAGES",
     "ModelSchema",
+    "PROFILE_SETS_KEY",
+    "not_together",
     "Item",
     "RunBatch",
     "RunProbe",
@@ -109,6 +111,18 @@ class ModelSchema:
     has_probe: bool
     profile: dict[str, Any] | None = None  # the parameter limits chosen for the device
     reports_progress: bool = False  # predict reports progress: long work, run it as a job
+
+
+#: In ``ModelSchema.params`` when the device's profile class has several sets of limits (its
+#: ``anyOf``, one branch per set): the sets in words, for the answer to values none allows.
+PROFILE_SETS_KEY = "x-profile-combinations"
+
+
+def not_together(values: dict[str, Any], sets_text: str) -> str:
+    """The refusal of params each within bounds that no set of the profile allows together;
+    the same words from the worker's check and the front's."""
+    together = " with ".join(f"{name} = {value!r}" for name, value in values.items())
+    return f"{together} is not allowed on this device ({sets_text})"
 
 
 # --- front -> worker ---------------------------------------------------------------

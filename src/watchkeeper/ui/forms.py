@@ -240,24 +240,28 @@ def limit_notes(specs: list[FieldSpec], profile: dict[str, Any] | None,
     notes: list[Note] = []
     for spec in specs:
         others = {k: v for k, v in current.items() if k != spec.name and v is not None}
-
-        def note(value: Any, subject: str, spec: FieldSpec = spec, others: dict[str, Any] = others) -> None:
+        for value, subject in _out_of_reach(spec, profile, others, current.get(spec.name),
+                                            spec.name in limited):
             notes.append(Note(spec.name, value, _sentence(subject, profile, spec.name, value, others)))
-
-        for value in spec.choices if spec.name in limited else spec.disabled:
-            if value in spec.disabled or not _here_allows(profile, {**others, spec.name: value}):
-                note(value, _shown(value))  # out of the profile, or not with the others' values
-        top = spec.maximum_without_profile
-        if spec.kind in ("slider", "number") and spec.narrowed and spec.maximum is not None and \
-                (top is None or top > spec.maximum):  # the profile lowered it
-            value = top if top is not None else spec.maximum + (spec.step or 1)
-            note(value, f"{_shown(value)} {_words(spec)}" if top is not None else
-                 f"{_words(spec)} over {_shown(spec.maximum)}")
-        value = current.get(spec.name)
-        if spec.kind in ("slider", "number") and value is not None and \
-                not _here_allows(profile, {**others, spec.name: value}):
-            note(value, f"{_shown(value)} {_words(spec)}")  # within its bound, not with the others
     return notes
+
+
+def _out_of_reach(spec: FieldSpec, profile: dict[str, Any] | None, others: dict[str, Any],
+                  current: Any, limited: bool) -> list[tuple[Any, str]]:
+    """``spec``'s values out of reach, each with the words for it: choices out of the profile
+    or not allowed with the ``others``' values; a number's top past the profile's maximum; a
+    number's ``current`` value within its bound but not allowed with the others."""
+    found = [(v, _shown(v)) for v in (spec.choices if limited else spec.disabled)
+             if v in spec.disabled or not _here_allows(profile, {**others, spec.name: v})]
+    if spec.kind not in ("slider", "number"):
+        return found
+    top = spec.maximum_without_profile
+    if spec.narrowed and spec.maximum is not None and (top is None or top > spec.maximum):
+        found.append((top, f"{_shown(top)} {_words(spec)}") if top is not None else
+                     (spec.maximum + (spec.step or 1), f"{_words(spec)} over {_shown(spec.maximum)}"))
+    if current is not None and not _here_allows(profile, {**others, spec.name: current}):
+        found.append((current, f"{_shown(current)} {_words(spec)}"))
+    return found
 
 
 def limits_markdown(notes: list[Note]) -> str:

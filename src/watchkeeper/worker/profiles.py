@@ -19,8 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["COMBINATIONS_KEY", "ClassLimits", "Profile", "choose_profile", "combinations_text", "limit_sets",
-           "narrow_schema", "violations", "widest"]
+from watchkeeper.protocol.messages import PROFILE_SETS_KEY, not_together
+
+__all__ = ["ClassLimits", "Profile", "choose_profile", "combinations_text", "limit_sets", "narrow_schema",
+           "violations", "widest"]
 
 #: One class's limits as a model declares them: one set, or a list of sets of which one must
 #: allow all of a request's values together.
@@ -29,20 +31,20 @@ ClassLimits = Mapping[str, Any] | Sequence[Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class Profile:
-    """The limits in force: the memory class chosen and, per param, its widest limit there; the
-    class's sets when it has more than one; and what a client needs to say why a value is out
-    of reach (the device's memory, every class)."""
+    """The limits in force: the memory class chosen and, per param, its widest limit there; and
+    what a client needs to say why a value is out of reach (the device's memory, every class,
+    each as its list of sets)."""
 
     memory_gb: float | None = None
     limits: dict[str, Any] = field(default_factory=dict)
     device_gb: float | None = None
     classes: dict[float, list[dict[str, Any]]] = field(default_factory=dict)
-    sets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def combinations(self) -> list[dict[str, Any]]:
-        """The chosen class's sets (``[limits]`` when it was declared as one)."""
-        return self.sets or [self.limits]
+        """The chosen class's sets (``[limits]`` without a class: a profile made by hand)."""
+        sets = self.classes.get(self.memory_gb) if self.memory_gb is not None else None
+        return sets or [self.limits]
 
     def to_dict(self) -> dict[str, Any]:
         """As published in ``GET /v1/models/{name}`` (class keys as strings, as JSON has; a
@@ -88,8 +90,7 @@ def choose_profile(profiles: Mapping[float, ClassLimits], device_gb: float) -> P
     fitting = [gb for gb in profiles if gb <= device_gb]
     chosen = max(fitting) if fitting else min(profiles)
     classes = {float(gb): limit_sets(limits) for gb, limits in profiles.items()}
-    sets = classes[float(chosen)]
-    return Profile(float(chosen), widest(sets), float(device_gb), classes, sets if len(sets) > 1 else [])
+    return Profile(float(chosen), widest(classes[float(chosen)]), float(device_gb), classes)
 
 
 def narrow_schema(schema: dict[str, Any], profile: Profile) -> dict[str, Any]:
@@ -115,13 +116,8 @@ def narrow_schema(schema: dict[str, Any], profile: Profile) -> dict[str, Any]:
     if len(profile.combinations) > 1 and props:
         narrowed["anyOf"] = [{"properties": {name: _as_schema(limit) for name, limit in one.items()
                                              if name in props}} for one in profile.combinations]
-        narrowed[COMBINATIONS_KEY] = combinations_text(profile)
+        narrowed[PROFILE_SETS_KEY] = combinations_text(profile)
     return narrowed
-
-
-#: In a narrowed schema whose class has several sets (an ``anyOf`` of them): the sets in words,
-#: for the message of a request that none of them allows.
-COMBINATIONS_KEY = "x-profile-combinations"
 
 
 def combinations_text(profile: Profile) -> str:
@@ -157,9 +153,7 @@ def violations(params: Mapping[str, Any], profile: Profile) -> list[dict[str, st
     sent = {name: params[name] for one in profile.combinations for name in one if name in params}
     if any(_allows_all(one, sent) for one in profile.combinations):
         return []
-    together = " with ".join(f"{name} = {value!r}" for name, value in sent.items())
-    return [{"field": "params", "message": f"{together} is not allowed on this device "
-                                           f"({combinations_text(profile)})"}]
+    return [{"field": "params", "message": not_together(sent, combinations_text(profile))}]
 
 
 def _allows(limit: Any, value: Any) -> bool:
