@@ -65,8 +65,9 @@ lint: install-dev
 bench: install-dev
 	$(BIN)/python bench/recovery.py
 
-# What bench/serving.py, bench/idle_gap.py and bench/ab.py --concurrency need: wrk (Debian package) and the servers they compare with.
-bench-deps: $(BIN)/python
+# What bench/serving.py, bench/idle_gap.py and bench/ab.py --concurrency need: wrk (Debian package) and the servers they compare with;
+# bench/ui_impact.py also drives Chromium with Selenium (the dev extra and the test tools).
+bench-deps: $(DEVSTAMP) $(TOOLSTAMP)
 	command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 	$(BIN)/pip install --quiet -e '.[bench]'
 

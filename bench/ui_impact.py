@@ -36,7 +36,7 @@ give way at once when the server wakes, the nearest this machine has to a browse
 Run: .venv/bin/python bench/ui_impact.py [--rounds 5] [--requests 1000] [--seconds 4]
      [--browser-idle | --browser-nice 19] [--service-only] [--job-every 2] [--busy-share 0.3]
      [--states idle,api,busy,ui]
-(needs Debian's chromium and chromium-driver, and wrk.)
+(needs Debian's chromium and chromium-driver, and wrk: `make bench-deps` installs them.)
 """
 
 from __future__ import annotations
