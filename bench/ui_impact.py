@@ -2,25 +2,28 @@
 
 Issue 16 asks that the API's latency be unchanged while someone uses the UI. One
 ``watchkeeper serve`` with its UI on (``[ui] enabled``, set by ``WK_UI__ENABLED``) serves
-``chaos`` (the measured no-op predict) and ``img2video``. Four states, measured in alternating
+``chaos`` (the measured no-op predict) and ``img2video``. Five states, measured in alternating
 rounds (the order flips every round, so each sees the same machine):
 
 - ``idle``: the UI process runs, nobody is on it (both browsers show ``about:blank``);
-- ``api``: the same work as ``ui``, sent straight to the API by a script, no page: img2video jobs
-  one after the other (submit the photo, follow the job's events to the end, download the
-  video) and a ``/health`` + ``/metrics`` read every 2 s, what an open Service tab reads;
+- ``api``: the same work as ``ui``, sent straight to the API by a script (a process of its
+  own, in the browsers' scheduling class), no page: img2video jobs one after the other
+  (submit the photo, follow the job's events to the end, download the video) and a
+  ``/health`` + ``/metrics`` read every 2 s, what an open Service tab reads;
 - ``busy``: no work on the server; the two browsers spin on a blank page for ``--busy-share``
-  of a core each (0.3): what the browsers' own CPU does to the API here, without the UI;
+  of a core each (0.3), writing over ``--busy-mb`` of memory as they go (0: none): what the
+  browsers' own CPU does to the API here, without the UI;
+- ``control``: ``api`` and ``busy`` at once: everything of ``ui`` but the UI process;
 - ``ui``: one headless Chromium shows the Service tab (its timer reads ``/health`` and
   ``/metrics`` every 2 s) and a second one runs img2video jobs from its tab in a loop (the
   photo uploaded once; Run, wait for the video, Run again; the UI's default params).
 
-``ui / api`` is then what the UI costs the API (its process, its page's requests, and the
-browsers where they share the server's cores); ``ui / busy`` puts the browsers' own CPU on both
-sides, leaving the UI process; ``api / idle`` is what the model work costs, which any client
-sending those jobs would cost. Both states start a job at most every
-``--job-every`` seconds (2), so they run about as many. With ``--service-only``, neither state
-runs jobs: ``api`` is the reads alone, ``ui`` the Service tab alone.
+``ui / control`` is what the UI process costs the API (its CPU, and its requests where they
+differ from the script's); ``ui / api`` adds the browsers' CPU where they share the server's
+cores; ``api / idle`` is what the model work costs, which any client sending those jobs
+would cost. The job loops start a job at most every ``--job-every`` seconds (2), so the
+states run about as many. With ``--service-only``, no state runs jobs: ``api`` is the reads
+alone, ``ui`` the Service tab alone.
 
 In each state of each round: ``--requests`` chaos ``ok`` predicts at concurrency 1 on one
 keep-alive connection, then wrk at concurrency 8 for ``--seconds``. Prints p50 and p99 of each
@@ -31,11 +34,17 @@ A user's browser runs on the user's machine; here the browsers share the server'
 ``--browser-idle`` starts them (chromedriver, and so every Chromium process under it) in the
 kernel's idle scheduling class (SCHED_IDLE): they run only on CPU time nothing else wants and
 give way at once when the server wakes, the nearest this machine has to a browser elsewhere.
-``--browser-nice 19`` only lowers their share; 0 lets them compete.
+``--browser-nice 19`` only lowers their share; 0 lets them compete. On a VM the c=1 figures
+also depend on how often the cores halt (waking a halted vCPU is slow), which depends on what
+else runs: ``--keep-awake`` keeps a SCHED_IDLE spinner on each core in every state, so no
+core halts and a wake-up costs the same everywhere.
+
+To look into the UI process: ``--ui-nice N`` renices it, ``--ui-idle`` puts it in SCHED_IDLE,
+``--py-spy DIR`` records it while each ``ui`` state is measured (``DIR/ui-N.txt``, folded).
 
 Run: .venv/bin/python bench/ui_impact.py [--rounds 5] [--requests 1000] [--seconds 4]
-     [--browser-idle | --browser-nice 19] [--service-only] [--job-every 2] [--busy-share 0.3]
-     [--states idle,api,busy,ui]
+     [--browser-idle | --browser-nice 19] [--keep-awake] [--service-only] [--job-every 2]
+     [--busy-share 0.3] [--busy-mb 0] [--states idle,api,busy,control,ui]
 (needs Debian's chromium and chromium-driver, and wrk: `make bench-deps` installs them.)
 """
 
@@ -43,8 +52,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -124,9 +136,8 @@ def photo(directory: Path) -> Path:
 class JobLoop:
     """Runs img2video jobs from the page, one after the other, until stopped."""
 
-    def __init__(self, driver: WebDriver, image: Path, every_s: float) -> None:
-        self.driver, self.image, self.every_s = driver, image, every_s
-        self.done = 0
+    def __init__(self, driver: WebDriver, image: Path, every_s: float, count: Any) -> None:
+        self.driver, self.image, self.every_s, self.count = driver, image, every_s, count
         self.error: BaseException | None = None
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
@@ -149,7 +160,8 @@ class JobLoop:
                 before = self.driver.execute_script(JOB_ID_JS)
                 self.driver.find_element(By.ID, "img2video-run").click()
                 until(self.driver, self._finished(before), "a job's video")
-                self.done += 1
+                with self.count.get_lock():
+                    self.count.value += 1
                 self.stopping.wait(started + self.every_s - time.monotonic())
         except BaseException as exc:  # raised again by stop(), in the measuring thread
             self.error = exc
@@ -166,7 +178,83 @@ class JobLoop:
             self.thread.join(PAGE_S + 5)
         self.driver.get("about:blank")
         if self.error is not None:
-            raise RuntimeError("the img2video loop in the page failed") from self.error
+            raise RuntimeError(f"the img2video loop in the page failed: {self.error!r}")
+
+
+class Browser:
+    """A headless Chromium driven from a process of its own: the WebDriver calls (the job loop
+    reads the page every 0.1 s) would otherwise take the GIL from the measuring loop here."""
+
+    def __init__(self, idle_class: bool, image: Path, every_s: float) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.count = ctx.Value("i", 0)
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_browser_main, daemon=True,
+                                args=(child, idle_class, str(image), every_s, self.count))
+        self.proc.start()
+        self.pid = int(self._call())  # chromedriver's: every Chromium process is under it
+
+    def _call(self, *command: str) -> Any:
+        if command:
+            self.conn.send(command)
+        if not self.conn.poll(PAGE_S * 3):
+            raise TimeoutError(f"the browser process did not answer {command[:1]}")
+        ok, value = self.conn.recv()
+        if not ok:
+            raise RuntimeError(f"the browser process failed: {value}")
+        return value
+
+    def get(self, url: str) -> None:
+        self._call("get", url)
+
+    def open_tab(self, url: str, name: str) -> None:
+        self._call("open_tab", url, name)
+
+    def start_jobs(self, url: str) -> None:
+        self._call("start_jobs", url)
+
+    def stop_jobs(self) -> None:
+        self._call("stop_jobs")
+
+    @property
+    def done(self) -> int:
+        return int(self.count.value)
+
+    def quit(self) -> None:
+        try:
+            self._call("quit")
+        except (OSError, RuntimeError, TimeoutError):
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
+def _browser_main(conn: Any, idle_class: bool, image: str, every_s: float, count: Any) -> None:
+    """The browser's process: start Chromium, then carry out the commands until ``quit``.
+    With ``idle_class``, this process (the WebDriver client) is in SCHED_IDLE too."""
+    if idle_class:
+        _enter_idle_class()
+    try:
+        driver = chromium(idle_class)
+    except BaseException as exc:
+        conn.send((False, repr(exc)))
+        return
+    conn.send((True, driver.service.process.pid))
+    loop = JobLoop(driver, Path(image), every_s, count)
+    commands: dict[str, Callable[..., None]] = {
+        "get": driver.get, "open_tab": lambda *a: open_tab(driver, *a),
+        "start_jobs": loop.start, "stop_jobs": loop.stop}
+    try:
+        while (command := conn.recv())[0] != "quit":
+            try:
+                commands[command[0]](*command[1:])
+                conn.send((True, None))
+            except BaseException as exc:  # said to the measuring process, which stops
+                conn.send((False, f"{type(exc).__name__}: {exc}"))
+        conn.send((True, None))
+    finally:
+        driver.quit()
 
 
 def _enter_idle_class() -> None:
@@ -174,62 +262,109 @@ def _enter_idle_class() -> None:
 
 
 class ApiLoop:
-    """The ``ui`` state's work sent straight to the API: img2video jobs and the Service reads."""
+    """The ``ui`` state's work sent straight to the API: img2video jobs and the Service reads.
 
-    def __init__(self, base: str, image: Path, jobs: bool, every_s: float) -> None:
-        self.base, self.png, self.jobs, self.every_s = base, image.read_bytes(), jobs, every_s
-        self.done = 0
-        self.errors: list[BaseException] = []
-        self.stopping = threading.Event()
-        self.threads: list[threading.Thread] = []
+    It runs in a process of its own (spawned for each state), like a browser: its threads
+    would otherwise take the GIL from the measuring loop in this process. With
+    ``--browser-idle`` / ``--browser-nice`` it runs in the browsers' scheduling class.
+    """
+
+    def __init__(self, base: str, image: Path, jobs: bool, every_s: float, idle_class: bool,
+                 nice: int) -> None:
+        self.args = (base, image.read_bytes(), jobs, every_s, idle_class, nice)
+        self.ctx = multiprocessing.get_context("spawn")
+        self.count = self.ctx.Value("i", 0)
+        self.stopping = self.ctx.Event()
+        self.failures = self.ctx.SimpleQueue()
+        self.proc: Any = None
+
+    @property
+    def done(self) -> int:
+        return int(self.count.value)
 
     def start(self) -> None:
         self.stopping.clear()
-        targets = [self._reads] + ([self._job_loop] if self.jobs else [])
-        self.threads = [threading.Thread(target=self._guarded(t), daemon=True) for t in targets]
-        for thread in self.threads:
-            thread.start()
+        self.proc = self.ctx.Process(target=_api_loop, daemon=True,
+                                     args=(*self.args, self.stopping, self.count, self.failures))
+        self.proc.start()
 
     def stop(self) -> None:
         self.stopping.set()
-        for thread in self.threads:
-            thread.join(PAGE_S + 5)
-        if self.errors:
-            raise RuntimeError("the API loop failed") from self.errors[0]
+        self.proc.join(PAGE_S + 5)
+        if not self.failures.empty():
+            raise RuntimeError(f"the API loop failed: {self.failures.get()}")
 
-    def _guarded(self, target: Callable[[httpx.Client], None]) -> Callable[[], None]:
+
+def _api_loop(base: str, png: bytes, jobs: bool, every_s: float, idle_class: bool, nice: int,
+              stopping: Any, count: Any, failures: Any) -> None:
+    """The API loop's process: the Service reads and (with ``jobs``) the job loop, in threads."""
+    if idle_class:
+        _enter_idle_class()
+    elif nice:
+        os.nice(nice)
+
+    def guarded(target: Callable[[httpx.Client], None]) -> Callable[[], None]:
         def run() -> None:
             try:
-                with httpx.Client(base_url=self.base, timeout=PAGE_S) as client:
+                with httpx.Client(base_url=base, timeout=PAGE_S) as client:
                     target(client)
-            except BaseException as exc:  # raised again by stop(), in the measuring thread
-                self.errors.append(exc)
+            except BaseException as exc:  # reported by stop(), in the measuring process
+                failures.put(f"{type(exc).__name__}: {exc}")
+                stopping.set()
         return run
 
-    def _reads(self, client: httpx.Client) -> None:
-        while not self.stopping.is_set():
+    def reads(client: httpx.Client) -> None:
+        while not stopping.is_set():
             client.get("/health").raise_for_status()
             client.get("/metrics").raise_for_status()
-            self.stopping.wait(REFRESH_S)
+            stopping.wait(REFRESH_S)
 
-    def _job_loop(self, client: httpx.Client) -> None:
-        while not self.stopping.is_set():
+    def job_loop(client: httpx.Client) -> None:
+        while not stopping.is_set():
             started = time.monotonic()
-            files = {"image": ("image.png", self.png, "image/png")}
-            submitted = client.post("/v1/models/img2video/jobs", files=files,
-                                    data={"inputs": "{}", "params": "{}"})
-            submitted.raise_for_status()
-            urls = submitted.json()["urls"]
-            with client.stream("GET", urls["events"]) as events:
-                for _ in events.iter_lines():  # until the stream ends, after the final state
-                    pass
-            job = client.get(urls["self"]).json()
-            if job["state"] != "succeeded":
-                raise RuntimeError(f"an img2video job ended {job['state']}: {job.get('error')}")
-            for entry in job["result"]["files"]:
-                client.get(entry["url"]).raise_for_status()
-            self.done += 1
-            self.stopping.wait(started + self.every_s - time.monotonic())
+            _api_job(client, png)
+            with count.get_lock():
+                count.value += 1
+            stopping.wait(started + every_s - time.monotonic())
+
+    threads = [threading.Thread(target=guarded(t)) for t in [reads] + ([job_loop] if jobs else [])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def _api_job(client: httpx.Client, png: bytes) -> None:
+    """One img2video job as a script runs it: submit, follow its events, fetch its video."""
+    files = {"image": ("image.png", png, "image/png")}
+    submitted = client.post("/v1/models/img2video/jobs", files=files, data={"inputs": "{}", "params": "{}"})
+    submitted.raise_for_status()
+    urls = submitted.json()["urls"]
+    with client.stream("GET", urls["events"]) as events:
+        for _ in events.iter_lines():  # until the stream ends, after the final state
+            pass
+    job = client.get(urls["self"]).json()
+    if job["state"] != "succeeded":
+        raise RuntimeError(f"an img2video job ended {job['state']}: {job.get('error')}")
+    for entry in job["result"]["files"]:
+        client.get(entry["url"]).raise_for_status()
+
+
+def keep_awake() -> list[subprocess.Popen[bytes]]:
+    """One SCHED_IDLE spinner per core, for the whole run: no core ever halts, so a wake-up
+    costs the same in every state (on a VM, waking a halted vCPU is slow, and how often the
+    cores halt depends on what else runs), and the spinners give way at once to anything else."""
+    code = "import os\nos.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\nwhile True:\n    pass\n"
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(os.cpu_count() or 1)]
+
+
+def record_ui(pid: int, directory: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording the UI process until SIGINT, to the next ``DIR/ui-N.txt``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"ui-{len(list(directory.glob('ui-*.txt'))) + 1}.txt"
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def ui_pid(server: BenchServer) -> int:
@@ -264,10 +399,12 @@ def cpu_of(pids: list[int], with_children: bool = True) -> float:
     return total
 
 
-STATES = ("idle", "api", "busy", "ui")
+STATES = ("idle", "api", "busy", "control", "ui")
 #: The ``busy`` state's page: every 50 ms, spin for a share of it (the browsers' CPU, no UI).
-BUSY_PAGE = ("data:text/html,<title>busy</title><script>setInterval(function () {"
-             "var end = performance.now() + %.1f; while (performance.now() < end) {}}, 50)</script>")
+BUSY_PAGE = ("data:text/html,<title>busy</title><script>var a = new Int32Array(%d), i = 0;"
+             "setInterval(function () {var end = performance.now() + %.1f;"
+             "while (performance.now() < end) {for (var k = 0; k < 64; k++) {"
+             "i = (i + 4099) %% a.length; a[i]++;}}}, 50)</script>")
 
 
 def main() -> int:
@@ -286,6 +423,16 @@ def main() -> int:
                              "that takes longer is followed at once by the next)")
     parser.add_argument("--ui-nice", type=int, default=0,
                         help="renice the UI process to this (0: as the server started it)")
+    parser.add_argument("--ui-idle", action="store_true",
+                        help="put every thread of the UI process in SCHED_IDLE")
+    parser.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
+                        help="record the UI process with py-spy while measuring each ui state "
+                             "(raw folded stacks, DIR/ui-N.txt)")
+    parser.add_argument("--keep-awake", action="store_true",
+                        help="a SCHED_IDLE spinner on each core all along: no core halts in any state")
+    parser.add_argument("--busy-mb", type=int, default=0,
+                        help="in states busy and control, the MB of memory each page writes to "
+                             "while it spins (0: it spins on nothing), as a page that draws does")
     parser.add_argument("--busy-share", type=float, default=0.3,
                         help="in state busy, the share of a core each browser's page spins for")
     parser.add_argument("--states", default=",".join(STATES), help="which states, of " + ",".join(STATES))
@@ -298,19 +445,20 @@ def main() -> int:
     models = {"chaos": WK_CHAOS, "img2video": {"app": "watchkeeper.apps.img2video:Img2Video",
                                                "probe_interval_s": 0, "timeout_s": 120}}
     server = BenchServer(models, env=env)
-    browsers: list[webdriver.Chrome] = []
+    browsers: list[Browser] = []
+    spinners = keep_awake() if args.keep_awake else []
     try:
         server.wait_ready()
         ui_url = f"http://127.0.0.1:{ui_port}"
         wait_livez(ui_url)
-        browsers = [chromium(args.browser_idle), chromium(args.browser_idle)]
-        browser_pids = [b.service.process.pid for b in browsers]
+        browsers = [Browser(args.browser_idle, image, args.job_every) for _ in range(2)]
+        browser_pids = [b.pid for b in browsers]
         renice(browser_pids, args.browser_nice)
         for driver in browsers:
             driver.get("about:blank")
-        service_page, page_loop = browsers[0], JobLoop(browsers[1], image, args.job_every)
-        api_loop = ApiLoop(server.url, image, jobs=not args.service_only,
-                          every_s=args.job_every)
+        service_page, job_page = browsers
+        api_loop = ApiLoop(server.url, image, jobs=not args.service_only, every_s=args.job_every,
+                           idle_class=args.browser_idle, nice=args.browser_nice)
         url = f"{server.url}/v1/models/chaos/predict"
         body = json.dumps(chaos_body()).encode()
         warm = KeepAlivePost(url, body)
@@ -319,6 +467,9 @@ def main() -> int:
         script = wrk_script(chaos_body(), work)
         if args.ui_nice:
             psutil.Process(ui_pid(server)).nice(args.ui_nice)
+        if args.ui_idle:
+            for task in Path(f"/proc/{ui_pid(server)}/task").iterdir():
+                os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
         watched = {"ui": [ui_pid(server)], "browsers": browser_pids,
                    "img2video worker": server.worker_pids("img2video")}
 
@@ -331,34 +482,41 @@ def main() -> int:
             if state == "api":
                 api_loop.start()
                 return api_loop.stop, lambda: api_loop.done
-            if state == "busy":
+            if state in ("busy", "control"):
                 for driver in browsers:
-                    driver.get(BUSY_PAGE % (args.busy_share * 50))
+                    driver.get(BUSY_PAGE % (max(1, args.busy_mb * 262144), args.busy_share * 50))
                 renice(browser_pids, args.browser_nice)
+                if state == "control":
+                    api_loop.start()
 
                 def stop_busy() -> None:
                     for driver in browsers:
                         driver.get("about:blank")
-                return stop_busy, lambda: 0
+                    if state == "control":
+                        api_loop.stop()
+                return stop_busy, (lambda: api_loop.done) if state == "control" else (lambda: 0)
             if state == "ui":
-                open_tab(service_page, ui_url, "service")
+                service_page.open_tab(ui_url, "service")
                 if not args.service_only:
-                    page_loop.start(ui_url)
+                    job_page.start_jobs(ui_url)
                 renice(browser_pids, args.browser_nice)  # renderers started since
 
                 def stop() -> None:
                     if not args.service_only:
-                        page_loop.stop()
+                        job_page.stop_jobs()
                     service_page.get("about:blank")
-                return stop, lambda: page_loop.done
+                return stop, lambda: job_page.done
             return lambda: None, lambda: 0
 
         def measure(state: str) -> dict[str, Any]:
             stop, done = load(state)
+            spy = None
             try:
                 time.sleep(SETTLE_S)
                 jobs_before = done()
                 cpu_before = cpu_now()
+                if args.py_spy and state == "ui":
+                    spy = record_ui(ui_pid(server), args.py_spy)
                 started = time.perf_counter()
                 client = KeepAlivePost(url, body)  # a new connection: an idle one is closed after 5 s
                 client.warm_up(ROUND_WARMUP)
@@ -370,6 +528,9 @@ def main() -> int:
                 cpu = {name: (value - cpu_before[name]) / wall for name, value in cpu_now().items()}
                 jobs = done() - jobs_before
             finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    spy.wait(30)
                 stop()
             if run.errors:
                 raise RuntimeError(f"wrk had {run.errors} errors at c=8")
@@ -380,9 +541,11 @@ def main() -> int:
 
         rounds = alternate({state: (lambda s=state: measure(s)) for state in args.states}, args.rounds)
     finally:
-        for driver in browsers:
-            driver.quit()
+        for browser in browsers:
+            browser.quit()
         server.stop()
+        for spinner in spinners:
+            spinner.kill()
     report(args, rounds)
     return 0
 
@@ -409,8 +572,8 @@ def report(args: argparse.Namespace, rounds: Any) -> None:
     fig = {s: {"c=1 p50": percentile(c1[s], 50), "c=1 p99": percentile(c1[s], 99),
                "c=8 p50": statistics.median(x[0] for x in c8[s]),
                "c=8 p99": statistics.median(x[1] for x in c8[s])} for s in states}
-    ratios = [(b, a) for b, a in (("api", "idle"), ("ui", "api"), ("ui", "busy"), ("ui", "idle"))
-              if a in states and b in states]
+    compared = (("api", "idle"), ("ui", "api"), ("ui", "busy"), ("ui", "control"), ("ui", "idle"))
+    ratios = [(b, a) for b, a in compared if a in states and b in states]
     steal = rounds.worst_by_round()
     browsers = "in SCHED_IDLE" if args.browser_idle else f"at nice {args.browser_nice}"
     work = "the Service tab only, no jobs" if args.service_only else "img2video jobs and the Service reads"
@@ -431,7 +594,7 @@ def report(args: argparse.Namespace, rounds: Any) -> None:
                 for name in rounds[states[0]][0]["cpu"]]
     print()
     print(table(["CPU % of one core (median of rounds)", *states], cpu_rows))
-    for state in ("api", "ui"):
+    for state in ("api", "control", "ui"):
         if state in states and not args.service_only:
             jobs, walls = [r["jobs"] for r in rounds[state]], [r["wall"] for r in rounds[state]]
             print(f"img2video jobs run in state {state} while measuring: {sum(jobs)} in {sum(walls):.0f} s "

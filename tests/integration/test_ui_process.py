@@ -113,6 +113,27 @@ def with_ui(module_servers: Servers) -> Iterator[tuple[Server, int]]:
     yield srv, port
 
 
+def context_switches(pid: int) -> int:
+    """Every thread's context switches so far (voluntary and not) of process ``pid``."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for line in (task / "status").read_text().splitlines():
+            if "ctxt_switches" in line:
+                total += int(line.split()[1])
+    return total
+
+
+def test_a_ui_nobody_uses_barely_wakes_up(with_ui: tuple[Server, int]) -> None:
+    """Each wake-up of the UI takes a core from the API for a moment: Gradio's queue, left to
+    itself, looks for work every millisecond (about 1,000 wake-ups a second)."""
+    srv, _ = with_ui
+    pid = wait_ui_up(srv)["pid"]
+    before, started = context_switches(pid), time.monotonic()
+    time.sleep(3)
+    per_s = (context_switches(pid) - before) / (time.monotonic() - started)
+    assert per_s < 150, f"the idle UI process switched {per_s:.0f} times a second"
+
+
 def test_a_killed_ui_comes_back_while_the_api_answers_every_request(with_ui: tuple[Server, int]) -> None:
     srv, port = with_ui
     before = ui_view(srv)

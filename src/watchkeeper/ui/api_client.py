@@ -1,15 +1,18 @@
 """The UI's client of watchkeeper's HTTP API: models, predict, jobs and their events.
 
-Runs in the UI process. A thin ``httpx`` wrapper: every call sends the user's key as
-``Authorization: Bearer KEY`` when one is set, and every error answer becomes an
-:class:`ApiError` carrying what the API said (``type``, ``message``, ``suggestion``) and the
-``Retry-After`` seconds of a 429 or 503; a server that cannot be reached becomes an
+Runs in the UI process. A thin wrapper of one ``httpx.Client`` per :class:`ApiClient`, shared
+by the threads that serve the pages (its connections kept alive: a new client per call would
+build a TLS context each time, the UI's largest CPU cost when it follows a job). Every call
+sends the user's key as ``Authorization: Bearer KEY`` when one is set, and every error answer
+becomes an :class:`ApiError` carrying what the API said (``type``, ``message``,
+``suggestion``) and the ``Retry-After`` seconds of a 429 or 503; a server that cannot be reached becomes an
 :class:`ApiError` of type ``unreachable`` (status 0) with a short message, never a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,14 +83,32 @@ class ApiClient:
     def __init__(self, base: str, timeout_s: float = 60.0) -> None:
         self.base = base.rstrip("/")
         self.timeout = httpx.Timeout(timeout_s, connect=5.0)
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def http(self) -> httpx.Client:
+        """The shared ``httpx.Client`` (made on first use; no cap on connections, as the
+        UI's own concurrency limit bounds them; 8 kept alive)."""
+        with self._lock:
+            if self._client is None:
+                limits = httpx.Limits(max_connections=None, max_keepalive_connections=8)
+                self._client = httpx.Client(timeout=self.timeout, limits=limits)
+            return self._client
+
+    def close(self) -> None:
+        """Close the shared client's connections (a later call opens new ones)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def _headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key.strip()}"} if key and key.strip() else {}
 
     def _request(self, method: str, path: str, key: str | None, **kwargs: Any) -> httpx.Response:
         try:
-            with httpx.Client(timeout=self.timeout) as client:
-                response = client.request(method, self.base + path, headers=self._headers(key), **kwargs)
+            response = self.http.request(method, self.base + path, headers=self._headers(key), **kwargs)
         except httpx.HTTPError as e:
             raise _unreachable(self.base, e) from None
         if response.status_code >= 400:
@@ -136,8 +157,7 @@ class ApiClient:
     def download(self, key: str | None, path: str, dest: Path) -> Path:
         """Stream ``path`` (a job's result URL) into the file ``dest``."""
         try:
-            with httpx.Client(timeout=self.timeout) as client, \
-                    client.stream("GET", self.base + path, headers=self._headers(key)) as response:
+            with self.http.stream("GET", self.base + path, headers=self._headers(key)) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise error_from(response)
@@ -155,8 +175,8 @@ class ApiClient:
             headers["Last-Event-ID"] = last_event_id
         timeout = httpx.Timeout(connect=5.0, read=60.0, write=10.0, pool=5.0)  # keep-alive every 15 s
         try:
-            with httpx.Client(timeout=timeout) as client, \
-                    client.stream("GET", f"{self.base}/v1/jobs/{job_id}/events", headers=headers) as response:
+            with self.http.stream("GET", f"{self.base}/v1/jobs/{job_id}/events", headers=headers,
+                                  timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise error_from(response)

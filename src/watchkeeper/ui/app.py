@@ -12,6 +12,7 @@ its ``?job=`` is followed.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import gradio as gr
@@ -21,10 +22,18 @@ from watchkeeper.ui.model_tab import build_model_tab
 from watchkeeper.ui.outputs import error_html, ui_error
 from watchkeeper.ui.service_tab import build_service_tab
 
-__all__ = ["CONCURRENCY", "PAGE_SCRIPT", "build_demo", "page_head"]
+__all__ = ["CONCURRENCY", "PAGE_SCRIPT", "PROGRESS_POLL_S", "QUEUE_POLL_S", "build_demo", "page_head",
+           "quiet_queue"]
 
 #: Threads of the UI process that may wait on the API at once (jobs being followed included).
 CONCURRENCY = 64
+#: Gradio's queue looks for a new event every 1 ms while it has none, and for progress every
+#: 10 ms (its defaults off Windows): about 1,100 wake-ups a second in a UI nobody uses, each
+#: taking a core from the API for a moment. These are the waits Gradio uses on Windows: a
+#: click starts at most 50 ms later.
+QUEUE_POLL_S = 0.05
+PROGRESS_POLL_S = 0.1
+log = logging.getLogger("watchkeeper.ui")
 
 PAGE_SCRIPT = """
 <script>
@@ -128,7 +137,23 @@ def build_demo(api_base: str) -> gr.Blocks:
                     with gr.Tab(label=name, id=f"tab-{name}", elem_id=f"tab-{name}"):
                         build_model_tab(api, key_state, model, resume or None, _job_params(api, key, resume))
                 with gr.Tab("Service", id="tab-service", elem_id="tab-service"):
-                    build_service_tab(api.base, key_state)
+                    build_service_tab(api, key_state)
 
     demo.queue(default_concurrency_limit=CONCURRENCY)
+    quiet_queue(demo)
     return demo
+
+
+def quiet_queue(demo: gr.Blocks) -> None:
+    """Make the Gradio queue of ``demo`` poll every ``QUEUE_POLL_S`` / ``PROGRESS_POLL_S``.
+
+    Gradio has no setting for these; a Gradio without the attributes gets a warning in the
+    log (the UI still works, only busier), and ``tests/unit/ui`` fails on the pinned version.
+    """
+    queue = getattr(demo, "_queue", None)
+    waits = (("sleep_when_free", QUEUE_POLL_S), ("progress_update_sleep_when_free", PROGRESS_POLL_S))
+    for name, value in waits:
+        if not hasattr(queue, name):
+            log.warning("ui.queue_poll_unchanged: gradio's queue has no %s; it polls at its own rate", name)
+            continue
+        setattr(queue, name, value)

@@ -22,12 +22,12 @@ import gradio as gr
 import httpx
 import pandas as pd
 
+from watchkeeper.ui.api_client import ApiClient
 from watchkeeper.ui.service_feed import Problem, Reading, ServiceFeed, read_service
 from watchkeeper.ui.service_render import CSS, error_html, events_html, models_html, status_html
 
 __all__ = [
-    "FIRST_REFRESH_S", "PAGES", "Pages", "REFRESH_S", "build_service_tab", "refresh",
-    "shared_client"
+    "FIRST_REFRESH_S", "PAGES", "Pages", "REFRESH_S", "build_service_tab", "refresh"
 ]
 
 #: Seconds between refreshes (the first comes at once).
@@ -71,17 +71,6 @@ class Pages:
 
 
 PAGES = Pages()
-_client: httpx.Client | None = None
-_client_lock = threading.Lock()
-
-
-def shared_client() -> httpx.Client:
-    """The process's HTTP client for the Service tab (made on first use; thread-safe)."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            _client = httpx.Client(limits=httpx.Limits(max_connections=32, max_keepalive_connections=8))
-        return _client
 
 
 def _plot(elem_id: str, title: str, y_title: str) -> gr.LinePlot:
@@ -132,10 +121,10 @@ def refresh(client: httpx.Client, api: str, key: Any, feed: ServiceFeed) -> tupl
         return (gr.skip(), gr.update(value=error, visible=True), *(gr.skip() for _ in range(5)))
 
 
-def build_service_tab(api: str, key: gr.BrowserState) -> None:
+def build_service_tab(api: ApiClient, key: gr.BrowserState) -> None:
     """Lay out the Service tab's components and start its refresh timer.
 
-    Called inside ``with gr.Tab("Service", ...)``; ``api`` is the API's base URL and ``key``
+    Called inside ``with gr.Tab("Service", ...)``; ``api`` calls the API and ``key``
     the page's API key ("" or None for none), sent as ``Authorization: Bearer KEY``.
     """
     status = _html("service-status", '<span class="wk-detail">reading the API…</span>')
@@ -154,7 +143,7 @@ def build_service_tab(api: str, key: gr.BrowserState) -> None:
     def tick(key_value: Any, was_started: bool, request: gr.Request) -> tuple[Any, ...]:
         page = PAGES.get(getattr(request, "session_hash", None), time.time())
         with page.lock:
-            shown = refresh(shared_client(), api, key_value, page.feed)
+            shown = refresh(api.http, api.base, key_value, page.feed)
         return (*shown, True, gr.skip() if was_started else gr.Timer(REFRESH_S))
 
     timer.tick(tick, inputs=[key, started],

@@ -125,3 +125,42 @@ def test_sse_parsing_of_odd_lines() -> None:
     events = list(parse_sse(lines))
     assert events[0].data == {"text": "not json"}
     assert (events[1].id, events[1].data) == ("7", {"a": 1})
+
+
+class KeepAliveHandler(Handler):
+    """The same answers over HTTP/1.1: a connection serves one request after another."""
+
+    protocol_version = "HTTP/1.1"
+    peers: set[int] = set()
+
+    def do_GET(self) -> None:
+        KeepAliveHandler.peers.add(self.client_address[1])
+        super().do_GET()
+
+
+def test_calls_from_many_threads_share_kept_alive_connections() -> None:
+    """One client per UI process: a new one per call cost a TLS context build each time."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ApiClient(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        for _ in range(10):
+            assert client.models(None) == [{"name": "m"}]
+        assert len(KeepAliveHandler.peers) == 1  # one after the other: one connection
+        answers: list[Any] = []
+        workers = [threading.Thread(target=lambda: answers.extend(client.models(None) for _ in range(5)))
+                   for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(10)
+        assert answers == [[{"name": "m"}]] * 40
+        assert len(KeepAliveHandler.peers) <= 9
+        events = list(client.events(None, "j"))  # a stream on the same client, read to its end
+        assert [e.id for e in events] == ["1", "2", "3"]
+        client.close()
+        assert client.models(None) == [{"name": "m"}]  # closed: the next call opens anew
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
