@@ -185,12 +185,12 @@ class Browser:
     """A headless Chromium driven from a process of its own: the WebDriver calls (the job loop
     reads the page every 0.1 s) would otherwise take the GIL from the measuring loop here."""
 
-    def __init__(self, idle_class: bool, image: Path, every_s: float) -> None:
+    def __init__(self, idle_class: bool, nice: int, image: Path, every_s: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.count = ctx.Value("i", 0)
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_browser_main, daemon=True,
-                                args=(child, idle_class, str(image), every_s, self.count))
+                                args=(child, idle_class, nice, str(image), every_s, self.count))
         self.proc.start()
         self.pid = int(self._call())  # chromedriver's: every Chromium process is under it
 
@@ -230,11 +230,10 @@ class Browser:
             self.proc.kill()
 
 
-def _browser_main(conn: Any, idle_class: bool, image: str, every_s: float, count: Any) -> None:
+def _browser_main(conn: Any, idle_class: bool, nice: int, image: str, every_s: float, count: Any) -> None:
     """The browser's process: start Chromium, then carry out the commands until ``quit``.
-    With ``idle_class``, this process (the WebDriver client) is in SCHED_IDLE too."""
-    if idle_class:
-        _enter_idle_class()
+    This process (the WebDriver client) runs in the browsers' class, as the API loop does."""
+    _enter_class(idle_class, nice)
     try:
         driver = chromium(idle_class)
     except BaseException as exc:
@@ -259,6 +258,14 @@ def _browser_main(conn: Any, idle_class: bool, image: str, every_s: float, count
 
 def _enter_idle_class() -> None:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+
+
+def _enter_class(idle_class: bool, nice: int) -> None:
+    """This process into the browsers' class: SCHED_IDLE, else ``nice`` (0: as it is)."""
+    if idle_class:
+        _enter_idle_class()
+    elif nice:
+        os.nice(nice)
 
 
 class ApiLoop:
@@ -298,10 +305,7 @@ class ApiLoop:
 def _api_loop(base: str, png: bytes, jobs: bool, every_s: float, idle_class: bool, nice: int,
               stopping: Any, count: Any, failures: Any) -> None:
     """The API loop's process: the Service reads and (with ``jobs``) the job loop, in threads."""
-    if idle_class:
-        _enter_idle_class()
-    elif nice:
-        os.nice(nice)
+    _enter_class(idle_class, nice)
 
     def guarded(target: Callable[[httpx.Client], None]) -> Callable[[], None]:
         def run() -> None:
@@ -451,7 +455,7 @@ def main() -> int:
         server.wait_ready()
         ui_url = f"http://127.0.0.1:{ui_port}"
         wait_livez(ui_url)
-        browsers = [Browser(args.browser_idle, image, args.job_every) for _ in range(2)]
+        browsers = [Browser(args.browser_idle, args.browser_nice, image, args.job_every) for _ in range(2)]
         browser_pids = [b.pid for b in browsers]
         renice(browser_pids, args.browser_nice)
         for driver in browsers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -160,6 +161,26 @@ def test_calls_from_many_threads_share_kept_alive_connections() -> None:
         assert [e.id for e in events] == ["1", "2", "3"]
         client.close()
         assert client.models(None) == [{"name": "m"}]  # closed: the next call opens anew
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+
+
+class ShortKeepAliveHandler(KeepAliveHandler):
+    """Closes a connection idle for 0.2 s, as the front does after its keep-alive timeout."""
+
+    timeout = 0.2
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_an_error() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ShortKeepAliveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = ApiClient(f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        for _ in range(3):
+            assert client.models(None) == [{"name": "m"}]
+            time.sleep(0.5)  # the server has closed the connection by now
     finally:
         client.close()
         server.shutdown()
