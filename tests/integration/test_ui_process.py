@@ -98,6 +98,14 @@ def log_events(srv: Server, event: str) -> list[dict[str, Any]]:
     return found
 
 
+def ui_history(srv: Server) -> list[tuple[Any, ...]]:
+    """The keeper's log of the UI (start, up, check failures, kills, exits): what a failure shows."""
+    lines = srv.logs().splitlines()
+    records = [json.loads(line) for line in lines if line.startswith('{"') and '"ui.' in line]
+    return [(r.get("event"), r.get("pid"), r.get("reason"), r.get("last_exit") or r.get("error"))
+            for r in records if str(r.get("event", "")).startswith("ui.")]
+
+
 def ui_restarts_metric(srv: Server, reason: str) -> float:
     for line in srv.get("/metrics").text.splitlines():
         if line.startswith(f'watchkeeper_ui_restarts_total{{reason="{reason}"}}'):
@@ -168,7 +176,7 @@ def test_a_stopped_ui_is_killed_and_replaced(with_ui: tuple[Server, int]) -> Non
     finally:
         statuses = loop.stop()
     assert statuses and set(statuses) == {200}, statuses
-    assert after["last_restart_reason"] == "unresponsive"
+    assert after["last_restart_reason"] == "unresponsive", (after, ui_history(srv))
     assert after["last_exit"].startswith("signal SIGKILL, killed: unresponsive (3 liveness checks failed")
     assert not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == "zombie"
     assert ui_restarts_metric(srv, "unresponsive") >= 1
